@@ -1,0 +1,174 @@
+package dcs
+
+import (
+	"time"
+
+	"github.com/stewardha/steward/backends"
+)
+
+// Roles a member reports.
+const (
+	RolePrimary       = "primary"
+	RoleReplica       = "replica"
+	RoleUninitialized = "uninitialized" // no data directory yet
+	RoleUnknown       = "unknown"       // database not reachable
+)
+
+// Leader is the leader key as read from the store.
+type Leader struct {
+	Name string `json:"name"`
+	// Term is the create revision of the key: it changes every time the key
+	// is created, so it identifies one leadership (the fencing token).
+	Term int64 `json:"term"`
+	// Lease is the session lease the key is attached to.
+	Lease int64 `json:"lease"`
+	// ModRevision changes on every write to the key.
+	ModRevision int64 `json:"mod_revision"`
+}
+
+// Member is what a member publishes about itself under members/<name>, on its
+// own session lease (the key vanishes when the agent stops renewing).
+type Member struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`  // RolePrimary, RoleReplica, ...
+	State   string `json:"state"` // running, streaming, starting, stopped, crashed, rewinding, cloning, ...
+	Reason  string `json:"reason,omitempty"`
+	APIURL  string `json:"api_url"`
+	DBURL   string `json:"db_address"` // host:port the database is reached at
+	Backend string `json:"backend"`    // postgres | mysql
+
+	// Writable is true when this member's database accepts writes.
+	Writable bool `json:"writable"`
+	// Leader is the member this one replicates from ("" for a primary).
+	Following string `json:"following,omitempty"`
+
+	Timeline int64             `json:"timeline,omitempty"`
+	Position backends.Position `json:"position"`                 // primary: flushed WAL / executed GTIDs; replica: max(received, replayed)
+	Received backends.Position `json:"received,omitempty"`       // replica: received WAL / retrieved GTIDs
+	Replayed backends.Position `json:"replayed,omitempty"`       // replica: replayed WAL / executed GTIDs
+	LagBytes int64             `json:"lag_bytes"`                // replay lag behind the leader's published position; -1 unknown
+	Delay    float64           `json:"replay_delay_s,omitempty"` // seconds since the last replayed transaction's commit on the primary, when known
+	// ReplicationState is "streaming" when the replica's WAL receiver (or IO
+	// thread) is connected and receiving.
+	ReplicationState string `json:"replication_state,omitempty"`
+
+	// Failover readiness, computed every loop (DESIGN rule 3).
+	Eligible         bool     `json:"eligible"`
+	IneligibleReason []string `json:"ineligible_reasons,omitempty"`
+
+	Sync           string            `json:"sync_state,omitempty"` // sync | quorum | async, for replicas
+	Tags           map[string]string `json:"tags,omitempty"`
+	NoFailover     bool              `json:"nofailover,omitempty"`
+	NoLoadBalance  bool              `json:"noloadbalance,omitempty"`
+	NoSync         bool              `json:"nosync,omitempty"`
+	Priority       int               `json:"failover_priority"`
+	PendingRestart bool              `json:"pending_restart,omitempty"`
+	Paused         bool              `json:"paused,omitempty"`
+
+	Version   string    `json:"version"`              // steward version
+	DBVersion string    `json:"db_version,omitempty"` // e.g. "15.18"
+	SystemID  string    `json:"system_id,omitempty"`  // PostgreSQL system identifier / MySQL server uuid
+	Heartbeat time.Time `json:"heartbeat"`            // wall-clock time of the last write; informational only
+}
+
+// Status is written by the leader every loop in which its position changed:
+// the last position the leader is known to have had (rule 3 measures lag
+// against it).
+type Status struct {
+	Leader   string            `json:"leader"`
+	Term     int64             `json:"term"`
+	Timeline int64             `json:"timeline,omitempty"`
+	Position backends.Position `json:"position"`
+	Time     time.Time         `json:"time"`
+}
+
+// Initialize records who bootstrapped the cluster. It is created exactly once.
+type Initialize struct {
+	Member   string    `json:"member"`
+	SystemID string    `json:"system_id,omitempty"` // filled in after initdb
+	Time     time.Time `json:"time"`
+}
+
+// Switchover is a pending planned switchover (Leader set) or manual failover
+// (only Candidate set).
+type Switchover struct {
+	Leader      string    `json:"leader,omitempty"`
+	Candidate   string    `json:"candidate,omitempty"`
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	RequestedAt time.Time `json:"requested_at"`
+	Force       bool      `json:"force,omitempty"`
+	// Phase and the fields after it are written by the old leader while it
+	// carries the request out, so that the candidate and the CLI can follow.
+	Phase         string            `json:"phase,omitempty"`
+	FinalPosition backends.Position `json:"final_position,omitzero"`
+	Reason        string            `json:"reason,omitempty"`
+}
+
+// SyncState is the synchronous standby set (rule 6).
+type SyncState struct {
+	Leader  string   `json:"leader"`
+	Members []string `json:"members"`
+	Quorum  int      `json:"quorum,omitempty"`
+}
+
+// Candidate is one member considered in a leader change.
+type Candidate struct {
+	Name     string            `json:"name"`
+	Position backends.Position `json:"position"`
+	Timeline int64             `json:"timeline,omitempty"`
+	Eligible bool              `json:"eligible"`
+	Reasons  []string          `json:"reasons,omitempty"` // why it was rejected
+}
+
+// HistoryRecord is one entry of history/<n>: a leader change or another event
+// that changed a member's data (a rewind that discarded WAL, a re-clone).
+type HistoryRecord struct {
+	Index     int64             `json:"index"`
+	Time      time.Time         `json:"time"`
+	Kind      string            `json:"kind"` // bootstrap, failover, switchover, manual-failover, rewind, reinit
+	OldLeader string            `json:"old_leader,omitempty"`
+	NewLeader string            `json:"new_leader,omitempty"`
+	Member    string            `json:"member,omitempty"` // for rewind/reinit: the member concerned
+	Term      int64             `json:"term,omitempty"`
+	Timeline  int64             `json:"timeline,omitempty"`
+	Position  backends.Position `json:"position"`               // last position published by the old leader
+	Promoted  backends.Position `json:"promoted_at,omitempty"`  // position of the new leader when it promoted
+	Discarded int64             `json:"discarded_bytes,omitempty"`
+	Reason    string            `json:"reason"`
+	// Candidates lists every member considered and why each was rejected.
+	Candidates []Candidate `json:"candidates,omitempty"`
+}
+
+// Versioned is a value with the revision it was read at; pass Version back to
+// a compare-and-swap. Version 0 means the key did not exist.
+type Versioned[T any] struct {
+	Value   T
+	Version int64
+}
+
+// Cluster is everything the agent reads in one loop, from one consistent
+// snapshot of the store (one revision).
+type Cluster struct {
+	Revision   int64
+	Leader     *Leader // nil when no member holds the key
+	Members    map[string]Member
+	Status     *Status
+	Config     *Versioned[[]byte] // raw dynamic-config JSON; nil when absent
+	Initialize *Versioned[Initialize]
+	Switchover *Versioned[Switchover]
+	Sync       *Versioned[SyncState]
+	// LastHistory is the newest history record (nil when there is none).
+	LastHistory *HistoryRecord
+	// Errors lists records that could not be decoded (key: error). The agent
+	// logs them and carries on: bad data in the store never crashes it.
+	Errors map[string]string
+}
+
+// LeaderEvent is sent on a leader watch when the key changes.
+type LeaderEvent struct {
+	Leader   *Leader // nil: the key was deleted (or expired)
+	Revision int64
+	// Resync is true when the watch was re-established after an error and
+	// changes may have been missed: re-read the cluster.
+	Resync bool
+}

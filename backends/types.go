@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Position is how far a database's history goes. PostgreSQL uses LSN (a byte
@@ -48,4 +49,102 @@ func ParseLSN(s string) (uint64, error) {
 		return 0, fmt.Errorf("%q is not an LSN: expected the form 16/B374D848", s)
 	}
 	return h<<32 | l, nil
+}
+
+// State is the database process state as the agent observes it.
+type State string
+
+const (
+	StateUninitialized State = "uninitialized" // no data directory (or an empty one)
+	StateStopped       State = "stopped"       // data present, not running, shut down cleanly
+	StateCrashed       State = "crashed"       // data present, not running, not shut down cleanly
+	StateStarting      State = "starting"      // process up, not accepting connections yet
+	StateRunning       State = "running"       // accepting connections and answering queries
+	StateUnresponsive  State = "unresponsive"  // process up but queries fail or time out
+)
+
+// Status is one observation of the local database, taken once per loop.
+// Fields that do not apply (a primary's Received, a stopped server's
+// positions) are zero.
+type Status struct {
+	State  State  `json:"state"`
+	Reason string `json:"reason,omitempty"` // why it is not running/healthy, for operators
+
+	InRecovery bool `json:"in_recovery"` // running as a standby/replica
+	// Writable: running, not in recovery, and accepting writes. For MySQL:
+	// read_only (and super_read_only) off.
+	Writable bool `json:"writable"`
+
+	Timeline int64    `json:"timeline,omitempty"`
+	Position Position `json:"position"` // primary: flushed WAL (executed GTIDs); replica: max(received, replayed)
+	Received Position `json:"received"` // replica only
+	Replayed Position `json:"replayed"` // replica only
+
+	ReplayPaused bool      `json:"replay_paused,omitempty"`
+	ReplayTime   time.Time `json:"replay_time,omitzero"` // commit time of the last replayed transaction
+	// Streaming: the WAL receiver (IO thread) is connected and receiving.
+	Streaming     bool   `json:"streaming"`
+	ReceiverState string `json:"receiver_state,omitempty"` // e.g. streaming, stopped, waiting
+	Upstream      string `json:"upstream,omitempty"`       // host:port the replica is configured to follow
+
+	SystemID       string `json:"system_id,omitempty"`
+	Version        string `json:"version,omitempty"`
+	PendingRestart bool   `json:"pending_restart,omitempty"`
+	PID            int    `json:"pid,omitempty"`
+
+	// Replicas connected to this server (primary side), for sync mode and
+	// the API.
+	Replicas []ReplicaConn `json:"replicas,omitempty"`
+}
+
+// ReplicaConn is one downstream replication connection seen on a primary.
+type ReplicaConn struct {
+	Name      string   `json:"name"` // application_name (the member name)
+	State     string   `json:"state"`
+	SyncState string   `json:"sync_state"` // async, sync, quorum, potential
+	Flushed   Position `json:"flushed"`
+	Replayed  Position `json:"replayed"`
+}
+
+// Role is what the agent wants the database to run as.
+type Role string
+
+const (
+	RolePrimary Role = "primary"
+	RoleReplica Role = "replica"
+)
+
+// Upstream is the member a replica follows (the leader).
+type Upstream struct {
+	Name string // member name
+	Host string // database host
+	Port int    // database port
+}
+
+// StopMode says how hard to stop a database.
+type StopMode string
+
+const (
+	// StopFast ends client sessions, writes a shutdown checkpoint and lets
+	// replicas receive all WAL first (PostgreSQL "fast").
+	StopFast StopMode = "fast"
+	// StopImmediate stops at once, without a checkpoint (crash recovery on
+	// the next start). Used when writes must stop now.
+	StopImmediate StopMode = "immediate"
+)
+
+// Divergence is the result of comparing a member's history with the
+// upstream it should follow (DESIGN rule 5).
+type Divergence struct {
+	// Diverged: the local history contains changes the upstream does not
+	// have; following it needs a rewind (or a re-clone).
+	Diverged         bool     `json:"diverged"`
+	LocalTimeline    int64    `json:"local_timeline"`
+	LocalPosition    Position `json:"local_position"`
+	UpstreamTimeline int64    `json:"upstream_timeline"`
+	// SwitchPoint is where the upstream's history left the local timeline.
+	SwitchPoint Position `json:"switch_point"`
+	// Discarded is how many bytes of local history a rewind throws away.
+	Discarded int64  `json:"discarded_bytes"`
+	Reason    string `json:"reason"`
 }

@@ -1,0 +1,324 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stewardha/steward/backends"
+	"github.com/stewardha/steward/config"
+	"github.com/stewardha/steward/dcs"
+)
+
+// fakeStore is an in-memory DCS for loop tests. down makes every call fail
+// as an unreachable etcd would.
+type fakeStore struct {
+	mu       sync.Mutex
+	cl       dcs.Cluster
+	down     bool
+	lastSent time.Time // send time of the last successful keep-alive
+	renewals int
+	events   chan dcs.LeaderEvent
+}
+
+func newFakeStore(leader string, term int64) *fakeStore {
+	f := &fakeStore{events: make(chan dcs.LeaderEvent, 16)}
+	f.cl = dcs.Cluster{
+		Members:     map[string]dcs.Member{},
+		Status:      &dcs.Status{Leader: leader, Term: term, Timeline: 1, Position: pos(1000)},
+		Initialize:  &dcs.Versioned[dcs.Initialize]{Value: dcs.Initialize{Member: leader, SystemID: "7000"}, Version: 1},
+		LastHistory: &dcs.HistoryRecord{Kind: "bootstrap", NewLeader: leader, Term: term, Timeline: 1},
+	}
+	if leader != "" {
+		f.cl.Leader = &dcs.Leader{Name: leader, Term: term, Lease: 42}
+	}
+	return f
+}
+
+func (f *fakeStore) setDown(d bool) { f.mu.Lock(); f.down = d; f.mu.Unlock() }
+
+func (f *fakeStore) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return dcs.ErrUnavailable
+	}
+	return nil
+}
+
+func (f *fakeStore) Load(ctx context.Context) (*dcs.Cluster, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		// An unreachable etcd answers nothing until the deadline.
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		return nil, dcs.ErrUnavailable
+	}
+	c := f.cl
+	c.Members = map[string]dcs.Member{}
+	for k, v := range f.cl.Members {
+		c.Members[k] = v
+	}
+	return &c, nil
+}
+func (f *fakeStore) KeepAlive(ctx context.Context) (time.Time, error) {
+	sent := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return time.Time{}, dcs.ErrUnavailable
+	}
+	f.lastSent = sent
+	f.renewals++
+	return sent, nil
+}
+func (f *fakeStore) AcquireLeader(ctx context.Context) (dcs.Leader, time.Time, error) {
+	return dcs.Leader{}, time.Time{}, dcs.ErrConflict
+}
+func (f *fakeStore) ReleaseLeader(ctx context.Context, term int64) error { return f.err() }
+func (f *fakeStore) AdoptLease(ctx context.Context, lease int64) (time.Time, error) {
+	return f.KeepAlive(ctx)
+}
+func (f *fakeStore) Lease() int64 { return 42 }
+func (f *fakeStore) RotateLease(context.Context, *dcs.Member) (time.Time, error) {
+	return time.Now(), nil
+}
+func (f *fakeStore) SetTimings(time.Duration, time.Duration) {}
+func (f *fakeStore) TTL() time.Duration                      { return 4 * time.Second }
+func (f *fakeStore) RevokeSession(context.Context) error     { return nil }
+func (f *fakeStore) PutMember(ctx context.Context, m dcs.Member) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return dcs.ErrUnavailable
+	}
+	f.cl.Members[m.Name] = m
+	return nil
+}
+func (f *fakeStore) PutStatus(context.Context, dcs.Status, int64) error { return f.err() }
+func (f *fakeStore) CASConfig(context.Context, []byte, int64) (int64, error) {
+	return 1, f.err()
+}
+func (f *fakeStore) CreateInitialize(context.Context, dcs.Initialize) (int64, error) {
+	return 0, dcs.ErrConflict
+}
+func (f *fakeStore) UpdateInitialize(context.Context, dcs.Initialize, int64) (int64, error) {
+	return 1, f.err()
+}
+func (f *fakeStore) DeleteInitialize(context.Context, int64) error { return f.err() }
+func (f *fakeStore) PutSwitchover(context.Context, dcs.Switchover, int64) (int64, error) {
+	return 1, f.err()
+}
+func (f *fakeStore) DeleteSwitchover(context.Context, int64) error { return f.err() }
+func (f *fakeStore) CASSync(context.Context, dcs.SyncState, int64, int64) (int64, error) {
+	return 1, f.err()
+}
+func (f *fakeStore) AppendHistory(context.Context, dcs.HistoryRecord) (int64, error) {
+	return 1, f.err()
+}
+func (f *fakeStore) WatchLeader(ctx context.Context) <-chan dcs.LeaderEvent {
+	out := make(chan dcs.LeaderEvent)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-f.events:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// fakeDB is a primary that accepts writes until fenced. hang makes Observe
+// block without honouring its context (a stuck database call).
+type fakeDB struct {
+	mu       sync.Mutex
+	writable bool
+	fencedAt time.Time
+	hang     chan struct{} // non-nil: Observe blocks until closed
+}
+
+func (d *fakeDB) Kind() string { return "fake" }
+func (d *fakeDB) Observe(ctx context.Context) backends.Status {
+	d.mu.Lock()
+	h := d.hang
+	d.mu.Unlock()
+	if h != nil {
+		<-h
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.fencedAt.IsZero() {
+		return backends.Status{State: backends.StateCrashed, SystemID: "7000"}
+	}
+	return backends.Status{State: backends.StateRunning, Writable: d.writable, Timeline: 1, Position: pos(1000), SystemID: "7000"}
+}
+func (d *fakeDB) Bootstrap(context.Context) (string, error)                      { return "7000", nil }
+func (d *fakeDB) Clone(context.Context, backends.Upstream) error                 { return nil }
+func (d *fakeDB) Start(context.Context, backends.Role, *backends.Upstream) error { return nil }
+func (d *fakeDB) Stop(context.Context, backends.StopMode) error {
+	return d.FenceWrites(context.Background())
+}
+func (d *fakeDB) Promote(context.Context) error                    { return nil }
+func (d *fakeDB) Follow(context.Context, *backends.Upstream) error { return nil }
+func (d *fakeDB) Rewind(context.Context, backends.Upstream) error  { return nil }
+func (d *fakeDB) Wipe(context.Context) error                       { return nil }
+func (d *fakeDB) EnsureSlots(context.Context, []string) error      { return nil }
+func (d *fakeDB) Heartbeat(context.Context, string) error          { return nil }
+func (d *fakeDB) Lag(l, p backends.Position) int64                 { return lsnLag(l, p) }
+func (d *fakeDB) Compare(a, b backends.Position) int               { return lsnCmp(a, b) }
+func (d *fakeDB) Divergence(context.Context, backends.Upstream) (backends.Divergence, error) {
+	return backends.Divergence{}, nil
+}
+func (d *fakeDB) FenceWrites(context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fencedAt.IsZero() {
+		d.fencedAt = time.Now()
+	}
+	d.writable = false
+	return nil
+}
+func (d *fakeDB) fenced() time.Time { d.mu.Lock(); defer d.mu.Unlock(); return d.fencedAt }
+
+func leaderAgent(st *fakeStore, db *fakeDB) *Agent {
+	dyn := config.DefaultDynamic()
+	dyn.TTL = config.Duration(4 * time.Second)
+	dyn.LoopWait = config.Duration(500 * time.Millisecond)
+	dyn.RetryTimeout = config.Duration(time.Second)
+	return New(Options{
+		Self: Self{Name: "a", Priority: 1}, Store: st, Backend: db, Bootstrap: dyn,
+		SafetyMargin: func(time.Duration) time.Duration { return 800 * time.Millisecond },
+	})
+}
+
+// Rule 1: with etcd unreachable, the primary stops taking writes by
+// t_sent + ttl − margin of its last successful renewal, on its own timer.
+func TestFenceAtDeadlineWhenEtcdUnreachable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("a", 5)
+		db := &fakeDB{writable: true}
+		a := leaderAgent(st, db)
+		defer startAgent(a)()
+		time.Sleep(3 * time.Second) // the agent adopts the key and renews
+		if a.LeaseDeadline().IsZero() {
+			t.Fatal("the agent did not take up its leadership")
+		}
+		st.setDown(true)
+		cut := time.Now()
+		time.Sleep(10 * time.Second)
+		fenced := db.fenced()
+		if fenced.IsZero() {
+			t.Fatal("the database was never fenced with etcd unreachable")
+		}
+		st.mu.Lock()
+		last := st.lastSent
+		st.mu.Unlock()
+		want := last.Add(4*time.Second - 800*time.Millisecond)
+		if fenced.After(want) {
+			t.Fatalf("fenced %v after the deadline (last renewal sent %v before the cut)", fenced.Sub(want), cut.Sub(last))
+		}
+		if fenced.Before(want) {
+			t.Fatalf("fenced %v before the deadline", want.Sub(fenced))
+		}
+	})
+}
+
+// Rule 1 with the loop stuck on a database call that ignores its deadline
+// and etcd unreachable: the timer still fences before ttl.
+func TestFenceWhenLoopStuckAndEtcdUnreachable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("a", 5)
+		db := &fakeDB{writable: true}
+		a := leaderAgent(st, db)
+		defer startAgent(a)()
+		time.Sleep(3 * time.Second)
+		hang := make(chan struct{})
+		defer close(hang) // runs before the agent is stopped (defers are LIFO)
+		db.mu.Lock()
+		db.hang = hang
+		db.mu.Unlock()
+		time.Sleep(time.Second) // the loop is now stuck in Observe
+		st.setDown(true)
+		time.Sleep(10 * time.Second)
+		fenced := db.fenced()
+		st.mu.Lock()
+		last := st.lastSent
+		st.mu.Unlock()
+		if fenced.IsZero() || fenced.After(last.Add(4*time.Second)) {
+			t.Fatalf("stuck loop + etcd down: fenced at %v, last renewal %v (want before last+ttl)", fenced, last)
+		}
+	})
+}
+
+// A loop stuck for longer than ttl stops renewing, even with etcd healthy,
+// so that a hung agent is failed over (and its database fenced).
+func TestStuckLoopStopsRenewing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("a", 5)
+		db := &fakeDB{writable: true}
+		a := leaderAgent(st, db)
+		defer startAgent(a)()
+		time.Sleep(3 * time.Second)
+		hang := make(chan struct{})
+		defer close(hang) // runs before the agent is stopped (defers are LIFO)
+		db.mu.Lock()
+		db.hang = hang
+		db.mu.Unlock()
+		stuckAt := time.Now()
+		time.Sleep(15 * time.Second)
+		st.mu.Lock()
+		last := st.lastSent
+		st.mu.Unlock()
+		if last.Sub(stuckAt) > 4*time.Second+time.Second {
+			t.Fatalf("renewals went on %v after the loop got stuck; want them to stop after ttl", last.Sub(stuckAt))
+		}
+		if db.fenced().IsZero() {
+			t.Fatal("the hung leader's database was not fenced after renewals stopped")
+		}
+	})
+}
+
+// Healthy: renewals keep the deadline ahead and nothing is fenced, even when
+// a loop is slow (the keeper renews from its own goroutine).
+func TestRenewalsKeepLeaderAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("a", 5)
+		db := &fakeDB{writable: true}
+		a := leaderAgent(st, db)
+		defer startAgent(a)()
+		time.Sleep(60 * time.Second)
+		if !db.fenced().IsZero() {
+			t.Fatal("a healthy leader was fenced")
+		}
+		if d := a.LeaseDeadline(); d.Sub(time.Now()) < 2*time.Second {
+			t.Fatalf("lease deadline only %v ahead", d.Sub(time.Now()))
+		}
+		st.mu.Lock()
+		n := st.renewals
+		st.mu.Unlock()
+		if n < 100 || n > 130 {
+			t.Fatalf("%d renewals in 60s at loop_wait 500ms, want ~120", n)
+		}
+	})
+}
+
+// startAgent runs the agent in the test's bubble and returns the function
+// that stops it (deferred, so that a failing test still stops it).
+func startAgent(a *Agent) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}

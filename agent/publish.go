@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/stewardha/steward/backends"
+	"github.com/stewardha/steward/config"
+	"github.com/stewardha/steward/dcs"
+)
+
+// View is the agent's state as the REST API and the CLI see it. It is a copy:
+// reading it never touches the database or the DCS.
+type View struct {
+	Member        dcs.Member
+	Cluster       *dcs.Cluster // last successfully loaded view (may be stale; see DCSAt)
+	DB            backends.Status
+	Config        config.Dynamic
+	Decision      string
+	LeaseDeadline time.Time // zero: not leader
+	LoopAt        time.Time // when the last loop started
+	DCSAt         time.Time // when the DCS was last read successfully
+	DCSError      string
+}
+
+// Snapshot returns a copy of the current view.
+func (a *Agent) Snapshot() View {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.view
+}
+
+// PeerStatus is what this member tells other members about itself.
+func (a *Agent) PeerStatus(now time.Time) PeerStatus {
+	v := a.Snapshot()
+	m := v.Member
+	return PeerStatus{
+		Name: m.Name, Role: m.Role, State: m.State, Writable: m.Writable,
+		Leader:   !v.LeaseDeadline.IsZero() && now.Before(v.LeaseDeadline),
+		Timeline: m.Timeline, Position: m.Position, Received: m.Received, Replayed: m.Replayed,
+		Eligible: m.Eligible, Reasons: m.IneligibleReason, Priority: m.Priority, NoFailover: m.NoFailover,
+		Paused: v.Config.Paused,
+	}
+}
+
+// publish builds this member's record, keeps the in-memory view current and
+// writes the member key when it changed (or every 30 s).
+func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
+	// The action may have changed leadership or started a job; re-read it.
+	a.mu.Lock()
+	o.Lead = a.lead
+	o.Mem = a.mem
+	if a.job != nil {
+		o.Job = &JobInfo{Kind: a.job.kind, Since: a.job.since}
+	} else {
+		o.Job = nil
+	}
+	a.mu.Unlock()
+
+	m := a.memberRecord(o, d)
+	a.mu.Lock()
+	a.view.Member = m
+	if o.Cluster != nil {
+		a.view.Cluster = o.Cluster
+		a.view.DCSAt = o.Now
+		a.view.DCSError = ""
+	} else if o.DCSErr != nil {
+		a.view.DCSError = o.DCSErr.Error()
+	}
+	a.view.DB = o.DB
+	a.view.Config = o.Config
+	a.view.Decision = d.String()
+	a.view.LoopAt = o.Now
+	if a.lead.Held {
+		a.view.LeaseDeadline = a.lead.Deadline
+	} else {
+		a.view.LeaseDeadline = time.Time{}
+	}
+	a.mu.Unlock()
+
+	if o.Cluster == nil {
+		return // the DCS is unreachable; nothing to write to
+	}
+	cmp := m
+	cmp.Heartbeat = time.Time{}
+	b, _ := json.Marshal(cmp)
+	_, present := o.Cluster.Members[m.Name]
+	if present && string(b) == string(a.lastPublished) && o.Now.Sub(a.lastPublishTime) < 30*time.Second {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
+	defer cancel()
+	if err := a.store.PutMember(pctx, m); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			a.log.Warn("publishing the member key failed", "err", err)
+		}
+		return
+	}
+	a.lastPublished, a.lastPublishTime = b, o.Now
+}
+
+// memberRecord is what this member publishes about itself.
+func (a *Agent) memberRecord(o *Observation, d Decision) dcs.Member {
+	db := o.DB
+	m := dcs.Member{
+		Name:           o.Self.Name,
+		APIURL:         a.opts.APIURL,
+		DBURL:          a.opts.DBAddress,
+		Backend:        a.db.Kind(),
+		Writable:       db.Writable,
+		Timeline:       db.Timeline,
+		Position:       db.Position,
+		Received:       db.Received,
+		Replayed:       db.Replayed,
+		LagBytes:       -1,
+		Tags:           a.opts.Tags,
+		NoFailover:     o.Self.NoFailover,
+		NoLoadBalance:  a.opts.NoLB,
+		NoSync:         o.Self.NoSync,
+		Priority:       o.Self.Priority,
+		Paused:         o.Config.Paused,
+		Version:        a.opts.Version,
+		DBVersion:      db.Version,
+		SystemID:       db.SystemID,
+		Heartbeat:      time.Now().UTC(),
+		PendingRestart: db.PendingRestart,
+	}
+	switch {
+	case db.State == backends.StateRunning && db.Writable:
+		m.Role = dcs.RolePrimary
+	case db.State == backends.StateRunning && db.InRecovery:
+		m.Role = dcs.RoleReplica
+		if db.Streaming {
+			m.ReplicationState = "streaming"
+		}
+		if db.Upstream != "" && o.Cluster != nil && o.Cluster.Leader != nil {
+			m.Following = o.Cluster.Leader.Name
+		}
+	case db.State == backends.StateUninitialized:
+		m.Role = dcs.RoleUninitialized
+	default:
+		m.Role = dcs.RoleUnknown
+	}
+	if m.Role == dcs.RoleReplica && o.Cluster != nil && o.Cluster.Status != nil {
+		m.LagBytes = o.lag(o.Cluster.Status.Position, db.Replayed)
+		if !db.ReplayTime.IsZero() {
+			m.Delay = time.Since(db.ReplayTime).Seconds()
+		}
+	} else if m.Role == dcs.RolePrimary {
+		m.LagBytes = 0
+	}
+	m.State, m.Reason = memberState(o, d)
+	m.Eligible, m.IneligibleReason = readiness(o)
+	return m
+}
+
+// memberState turns the observation into the state shown in `list`.
+func memberState(o *Observation, d Decision) (string, string) {
+	db := o.DB
+	if o.Job != nil {
+		switch o.Job.Kind {
+		case ActRaceInitialize:
+			return StateBootstrapping, ""
+		case ActClone, ActReinit:
+			return StateCloning, "from the leader"
+		case ActRewind:
+			return StateRewinding, ""
+		}
+		return string(o.Job.Kind), ""
+	}
+	if d.Action == ActStayDown {
+		return StateFailed, d.Reason
+	}
+	if o.Mem.Diverged != nil {
+		return StateDiverged, o.Mem.Diverged.Reason
+	}
+	reason := db.Reason
+	if o.Mem.LastJobError != "" {
+		reason = string(o.Mem.LastJobKind) + " failed: " + o.Mem.LastJobError
+	}
+	switch db.State {
+	case backends.StateRunning:
+		if db.Writable {
+			if !o.Mem.UnhealthySince.IsZero() {
+				return StateUnhealthy, "cannot commit: " + o.Mem.UnhealthyReason
+			}
+			return StateRunning, ""
+		}
+		if db.InRecovery {
+			if db.Streaming {
+				return StateStreaming, ""
+			}
+			return StateRunning, "not streaming (receiver: " + orDash(db.ReceiverState) + ")"
+		}
+		return StateRunning, reason
+	case backends.StateStarting:
+		return StateStarting, reason
+	case backends.StateStopped:
+		return StateStopped, reason
+	case backends.StateCrashed:
+		return StateCrashed, reason
+	case backends.StateUnresponsive:
+		return StateUnresponsive, reason
+	case backends.StateUninitialized:
+		if d.Action == ActWait {
+			return StateUninitialized, d.Reason
+		}
+		return StateUninitialized, reason
+	}
+	return string(db.State), reason
+}
+
+// jsonDynamic encodes the dynamic config for the DCS.
+func jsonDynamic(d config.Dynamic) ([]byte, error) { return json.Marshal(d) }

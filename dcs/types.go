@@ -131,8 +131,8 @@ type HistoryRecord struct {
 	Member    string            `json:"member,omitempty"` // for rewind/reinit: the member concerned
 	Term      int64             `json:"term,omitempty"`
 	Timeline  int64             `json:"timeline,omitempty"`
-	Position  backends.Position `json:"position"`               // last position published by the old leader
-	Promoted  backends.Position `json:"promoted_at,omitempty"`  // position of the new leader when it promoted
+	Position  backends.Position `json:"position"`              // last position published by the old leader
+	Promoted  backends.Position `json:"promoted_at,omitempty"` // position of the new leader when it promoted
 	Discarded int64             `json:"discarded_bytes,omitempty"`
 	Reason    string            `json:"reason"`
 	// Candidates lists every member considered and why each was rejected.

@@ -41,6 +41,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		err := a.db.Start(sctx, backends.RoleReplica, d.Upstream)
 		cancel()
 		a.logResult("start database as a replica", err, "upstream", upName(d.Upstream))
+		a.noteFailure(ActStartReplica, err)
 		a.roleChanged(string(backends.RoleReplica))
 
 	case ActStartPrimary:
@@ -53,6 +54,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		err := a.db.Start(sctx, backends.RolePrimary, nil)
 		cancel()
 		a.logResult("restart the primary in place", err)
+		a.noteFailure(ActStartPrimary, err)
 
 	case ActFollow:
 		fctx, cancel := context.WithTimeout(ctx, timeout)
@@ -134,6 +136,7 @@ func (a *Agent) adopt(ctx context.Context, o *Observation) {
 		return
 	}
 	a.setLead(l.Term, sent)
+	a.opts.Metrics.LeaderChange("adopt")
 	a.setHistoryTerm(l.Term) // the record of this term was written by our previous run
 	a.log.Info("role change: adopted the leader key after a restart", "old_role", a.view.Member.Role, "new_role", "leader", "term", l.Term, "reason", "the key carries this member's name")
 }
@@ -141,7 +144,7 @@ func (a *Agent) adopt(ctx context.Context, o *Observation) {
 // raceInitialize: the first member to create the initialize key bootstraps
 // the cluster; the others clone from it.
 func (a *Agent) raceInitialize(ctx context.Context, o *Observation) {
-	ver, err := a.store.CreateInitialize(ctx, dcs.Initialize{Member: a.opts.Self.Name, Time: time.Now().UTC()})
+	ver, err := a.store.CreateInitialize(ctx, dcs.Initialize{Member: a.name, Time: time.Now().UTC()})
 	if errors.Is(err, dcs.ErrConflict) {
 		a.log.Info("another member is bootstrapping the cluster")
 		return
@@ -157,6 +160,7 @@ func (a *Agent) raceInitialize(ctx context.Context, o *Observation) {
 		return
 	}
 	a.setLead(l.Term, sent)
+	a.opts.Metrics.LeaderChange("bootstrap")
 	a.log.Info("role change: bootstrapping a new cluster", "old_role", "uninitialized", "new_role", "leader", "term", l.Term)
 	dyn := o.Config
 	a.startJob(ctx, ActRaceInitialize, func(ctx context.Context) error {
@@ -172,7 +176,7 @@ func (a *Agent) raceInitialize(ctx context.Context, o *Observation) {
 			_ = a.store.DeleteInitialize(sctx, ver)
 			return fmt.Errorf("bootstrap: %w", err)
 		}
-		if _, err := a.store.UpdateInitialize(ctx, dcs.Initialize{Member: a.opts.Self.Name, SystemID: sysid, Time: time.Now().UTC()}, ver); err != nil {
+		if _, err := a.store.UpdateInitialize(ctx, dcs.Initialize{Member: a.name, SystemID: sysid, Time: time.Now().UTC()}, ver); err != nil {
 			a.log.Warn("recording the system identifier failed", "err", err)
 		}
 		if b, err := jsonDynamic(dyn); err == nil {
@@ -181,8 +185,8 @@ func (a *Agent) raceInitialize(ctx context.Context, o *Observation) {
 			}
 		}
 		st := a.db.Observe(ctx)
-		if _, err := a.store.AppendHistory(ctx, dcs.HistoryRecord{Kind: "bootstrap", NewLeader: a.opts.Self.Name, Term: l.Term,
-			Timeline: st.Timeline, Promoted: st.Position, Reason: "cluster bootstrapped by " + a.opts.Self.Name}); err != nil {
+		if _, err := a.store.AppendHistory(ctx, dcs.HistoryRecord{Kind: "bootstrap", NewLeader: a.name, Term: l.Term,
+			Timeline: st.Timeline, Promoted: st.Position, Reason: "cluster bootstrapped by " + a.name}); err != nil {
 			a.log.Warn("appending the bootstrap history record failed", "err", err)
 		} else {
 			a.setHistoryTerm(l.Term)
@@ -201,6 +205,7 @@ func (a *Agent) acquireAndPromote(ctx context.Context, o *Observation, d Decisio
 		return
 	}
 	if err != nil {
+		a.opts.Metrics.DCSError("acquire")
 		a.log.Warn("leader race failed", "err", err)
 		return
 	}
@@ -223,7 +228,7 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	case err != nil:
 		a.log.Warn("not promoting: cannot re-check the leader key", "err", err)
 		return
-	case cur.Leader == nil || cur.Leader.Name != a.opts.Self.Name || cur.Leader.Term != lead.Term:
+	case cur.Leader == nil || cur.Leader.Name != a.name || cur.Leader.Term != lead.Term:
 		a.log.Warn("not promoting: the leader key changed since it was taken", "term", lead.Term)
 		a.dropLead()
 		return
@@ -260,18 +265,20 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	if h := cur.LastHistory; old == "" && h != nil {
 		old = h.NewLeader
 	}
-	rec := dcs.HistoryRecord{Kind: kind, OldLeader: old, NewLeader: a.opts.Self.Name, Term: lead.Term,
+	rec := dcs.HistoryRecord{Kind: kind, OldLeader: old, NewLeader: a.name, Term: lead.Term,
 		Timeline: st.Timeline, Promoted: st.Position, Reason: d.Reason, Candidates: d.Candidates}
 	if cur.Status != nil {
 		rec.Position = cur.Status.Position
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	if _, err := a.store.AppendHistory(hctx, rec); err != nil {
+		a.opts.Metrics.DCSError("history")
 		a.log.Warn("appending the history record failed", "err", err)
 	} else {
 		a.setHistoryTerm(lead.Term)
 	}
 	cancel()
+	a.opts.Metrics.LeaderChange(kind)
 	a.log.Info("role change: promoted", "old_role", "replica", "new_role", "primary", "term", lead.Term,
 		"timeline", st.Timeline, "position", st.Position.String(), "reason", d.Reason)
 	a.roleChanged(string(backends.RolePrimary))
@@ -280,6 +287,9 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 
 // demote stops writes now and restarts the database as a replica.
 func (a *Agent) demote(ctx context.Context, o *Observation, d Decision) {
+	if o.Lead.Held {
+		a.opts.Metrics.LeaderChange("lost")
+	}
 	a.dropLead()
 	timeout := o.Config.RetryTimeout.D()
 	if o.DB.Writable || o.DB.State == backends.StateRunning || o.DB.State == backends.StateStarting || o.DB.State == backends.StateUnresponsive {
@@ -325,6 +335,7 @@ func (a *Agent) release(ctx context.Context, o *Observation, d Decision) {
 	a.mu.Lock()
 	a.mem.RaceBackoffUntil = a.now().Add(o.Config.TTL.D())
 	a.mu.Unlock()
+	a.opts.Metrics.LeaderChange("released")
 	a.log.Info("role change: released the leader key", "old_role", "primary", "new_role", "replica", "term", term, "reason", d.Reason, "release_err", err)
 	a.roleChanged(string(backends.RoleReplica))
 }
@@ -338,8 +349,9 @@ func (a *Agent) reacquire(ctx context.Context, o *Observation) {
 		return
 	}
 	a.setLead(l.Term, sent)
+	a.opts.Metrics.LeaderChange("reacquire")
 	a.log.Info("role change: took the leader key back", "old_role", "primary-without-key", "new_role", "leader", "term", l.Term)
-	rec := dcs.HistoryRecord{Kind: "reacquire", OldLeader: a.opts.Self.Name, NewLeader: a.opts.Self.Name, Term: l.Term,
+	rec := dcs.HistoryRecord{Kind: "reacquire", OldLeader: a.name, NewLeader: a.name, Term: l.Term,
 		Timeline: o.DB.Timeline, Promoted: o.DB.Position, Reason: "the agent restarted after its lease expired; nobody else had taken over"}
 	if _, err := a.store.AppendHistory(ctx, rec); err == nil {
 		a.setHistoryTerm(l.Term)
@@ -379,7 +391,7 @@ func (a *Agent) leaderChores(ctx context.Context, o *Observation) {
 	// A leadership without a history record (e.g. we crashed between
 	// promoting and recording it) gets one now.
 	if a.getHistoryTerm() != term && (o.Cluster.LastHistory == nil || o.Cluster.LastHistory.Term != term) {
-		rec := dcs.HistoryRecord{Kind: "failover", OldLeader: a.lastLeaderName, NewLeader: a.opts.Self.Name, Term: term,
+		rec := dcs.HistoryRecord{Kind: "failover", OldLeader: a.lastLeaderName, NewLeader: a.name, Term: term,
 			Timeline: o.DB.Timeline, Promoted: o.DB.Position, Reason: "leader without a history record for its term (recorded late)"}
 		if _, err := a.store.AppendHistory(ctx, rec); err == nil {
 			a.setHistoryTerm(term)
@@ -401,7 +413,7 @@ func (a *Agent) writeStatus(ctx context.Context, cl *dcs.Cluster, st backends.St
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := a.store.PutStatus(sctx, dcs.Status{Leader: a.opts.Self.Name, Term: term, Timeline: st.Timeline, Position: st.Position, Time: time.Now().UTC()}, term)
+	err := a.store.PutStatus(sctx, dcs.Status{Leader: a.name, Term: term, Timeline: st.Timeline, Position: st.Position, Time: time.Now().UTC()}, term)
 	switch {
 	case err == nil:
 		a.lastStatusPos, a.lastStatusTerm = st.Position, term
@@ -409,6 +421,7 @@ func (a *Agent) writeStatus(ctx context.Context, cl *dcs.Cluster, st backends.St
 		a.log.Warn("status write refused: the leader key is not ours any more", "term", term)
 		a.Wake()
 	default:
+		a.opts.Metrics.DCSError("status")
 		a.log.Warn("writing status failed", "err", err)
 	}
 }
@@ -455,7 +468,7 @@ func (a *Agent) rewind(ctx context.Context, o *Observation, up backends.Upstream
 		a.mu.Unlock()
 		return fmt.Errorf("rewind from %s: %w", up.Name, err)
 	}
-	rec := dcs.HistoryRecord{Kind: "rewind", Member: a.opts.Self.Name, NewLeader: up.Name, Reason: "history diverged from the leader; rewound with pg_rewind"}
+	rec := dcs.HistoryRecord{Kind: "rewind", Member: a.name, NewLeader: up.Name, Reason: "history diverged from the leader; rewound with pg_rewind"}
 	if div != nil {
 		rec.Timeline = div.UpstreamTimeline
 		rec.Discarded = div.Discarded
@@ -489,7 +502,7 @@ func (a *Agent) reinit(ctx context.Context, up backends.Upstream, timeout time.D
 		return fmt.Errorf("re-cloning from %s: %w", up.Name, err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
-	_, _ = a.store.AppendHistory(hctx, dcs.HistoryRecord{Kind: "reinit", Member: a.opts.Self.Name, NewLeader: up.Name, Reason: "data directory wiped and cloned again from " + up.Name})
+	_, _ = a.store.AppendHistory(hctx, dcs.HistoryRecord{Kind: "reinit", Member: a.name, NewLeader: up.Name, Reason: "data directory wiped and cloned again from " + up.Name})
 	cancel()
 	a.mu.Lock()
 	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed = nil, "", ""
@@ -519,5 +532,16 @@ func (a *Agent) markStopped() {
 	a.view.Member.Writable = false
 	a.view.DB.Writable = false
 	a.view.Member.State = StateStopped
+	a.mu.Unlock()
+}
+
+// noteFailure remembers why an action failed, so that `list` and the API
+// show it until the database runs again.
+func (a *Agent) noteFailure(kind Action, err error) {
+	if err == nil {
+		return
+	}
+	a.mu.Lock()
+	a.mem.LastJobError, a.mem.LastJobKind = err.Error(), kind
 	a.mu.Unlock()
 }

@@ -59,8 +59,10 @@ type Options struct {
 	// OnRoleChange is called (in its own goroutine) after the database's
 	// role changed: "primary" or "replica".
 	OnRoleChange func(role string)
-	// OnLoop is called after every loop (systemd watchdog, metrics).
+	// OnLoop is called after every loop (systemd watchdog, status).
 	OnLoop func(LoopReport)
+	// Metrics receives events (nil: none).
+	Metrics Metrics
 }
 
 // LoopReport summarises one loop for observers (systemd, metrics).
@@ -75,6 +77,7 @@ type LoopReport struct {
 // Agent runs the HA loop for one member.
 type Agent struct {
 	opts  Options
+	name  string // this member's name (never changes)
 	log   *slog.Logger
 	now   func() time.Time
 	store Store
@@ -124,11 +127,15 @@ func New(o Options) *Agent {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
+	}
 	if o.SafetyMargin == nil {
 		o.SafetyMargin = func(ttl time.Duration) time.Duration { return config.Watchdog{}.Margin(ttl) }
 	}
 	a := &Agent{
 		opts:      o,
+		name:      o.Self.Name,
 		log:       o.Logger,
 		now:       o.Now,
 		store:     o.Store,
@@ -141,6 +148,17 @@ func New(o Options) *Agent {
 	}
 	a.view.Member = dcs.Member{Name: o.Self.Name, Role: dcs.RoleUnknown, State: StateStarting}
 	return a
+}
+
+// Reconfigure applies changed local settings (SIGHUP): the member's flags
+// and tags take effect from the next loop. Name changes are refused by the
+// caller (they need a restart).
+func (a *Agent) Reconfigure(self Self, tags map[string]string, noLoadBalance bool) {
+	a.mu.Lock()
+	self.Name = a.name
+	a.opts.Self, a.opts.Tags, a.opts.NoLB = self, tags, noLoadBalance
+	a.mu.Unlock()
+	a.Wake()
 }
 
 // Wake makes the loop run now (a leader-key change, an API request).
@@ -260,7 +278,9 @@ func (a *Agent) renew(ctx context.Context) {
 		}
 		return
 	}
+	a.opts.Metrics.DCSError("renew")
 	if errors.Is(err, dcs.ErrLeaseLost) && a.lead.Held {
+		a.opts.Metrics.LeaderChange("lost")
 		a.log.Warn("session lease expired: the leader key is gone", "term", a.lead.Term)
 		a.lead.Deadline = time.Time{} // the fence timer acts now
 		a.view.LeaseDeadline = time.Time{}
@@ -307,9 +327,12 @@ func (a *Agent) fenceAtDeadline(ctx context.Context) {
 						fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 						err := a.db.FenceWrites(fctx)
 						cancel()
+						a.opts.Metrics.LeaderChange("deadline")
 						if err != nil {
+							a.opts.Metrics.FencingAttempt("failure")
 							a.log.Error("fencing the database at the lease deadline failed", "err", err)
 						} else {
+							a.opts.Metrics.FencingAttempt("success")
 							a.log.Info("database fenced at the lease deadline", "term", lead.Term, "late_by", a.now().Sub(lead.Deadline).Round(time.Millisecond))
 						}
 					}
@@ -378,6 +401,9 @@ func (a *Agent) step(ctx context.Context) {
 	lctx, cancel := context.WithTimeout(ctx, timeout)
 	cl, dcsErr := a.store.Load(lctx)
 	cancel()
+	if dcsErr != nil {
+		a.opts.Metrics.DCSError("load")
+	}
 	if dcsErr == nil {
 		dyn = a.applyConfig(ctx, cl)
 		for k, e := range cl.Errors {
@@ -404,6 +430,7 @@ func (a *Agent) step(ctx context.Context) {
 
 	// Publish.
 	a.publish(ctx, o, d)
+	a.opts.Metrics.LoopDone(a.now().Sub(start))
 	if a.opts.OnLoop != nil {
 		a.opts.OnLoop(LoopReport{Decision: d, Duration: a.now().Sub(start), Role: a.view.Member.Role, Leader: leaderName(cl), Healthy: dcsErr == nil && dbs.State == backends.StateRunning})
 	}
@@ -425,7 +452,7 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 	}
 	return &Observation{
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,
-		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem,
+		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem, Tags: a.opts.Tags, NoLB: a.opts.NoLB,
 		Lag: a.db.Lag, Compare: a.db.Compare,
 	}
 }
@@ -510,7 +537,7 @@ func (a *Agent) remember(cl *dcs.Cluster, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for n, m := range cl.Members {
-		if n != a.opts.Self.Name && m.APIURL != "" {
+		if n != a.name && m.APIURL != "" {
 			a.known[n] = knownPeer{apiURL: m.APIURL, lastSeen: now}
 		}
 	}
@@ -576,7 +603,7 @@ func (a *Agent) checkHealth(ctx context.Context, cl *dcs.Cluster, dbs backends.S
 	switch {
 	case leading && dbs.State == backends.StateRunning && dbs.Writable:
 		hctx, cancel := context.WithTimeout(ctx, timeout)
-		hbErr = a.db.Heartbeat(hctx, a.opts.Self.Name)
+		hbErr = a.db.Heartbeat(hctx, a.name)
 		cancel()
 	case leading && dbs.State == backends.StateUnresponsive:
 		hbErr = errors.New(dbs.Reason)
@@ -594,6 +621,9 @@ func (a *Agent) checkHealth(ctx context.Context, cl *dcs.Cluster, dbs backends.S
 			a.log.Info("primary healthy again", "was_unhealthy_for", now.Sub(a.mem.UnhealthySince).Round(time.Millisecond))
 		}
 		a.mem.UnhealthySince, a.mem.UnhealthyReason = time.Time{}, ""
+	}
+	if dbs.State == backends.StateRunning && (a.mem.LastJobKind == ActStartPrimary || a.mem.LastJobKind == ActStartReplica) {
+		a.mem.LastJobError, a.mem.LastJobKind = "", ""
 	}
 	if !leading {
 		a.mem.UnhealthySince, a.mem.UnhealthyReason = time.Time{}, ""
@@ -671,7 +701,7 @@ func (a *Agent) memberNames(cl *dcs.Cluster) []string {
 		set[n] = true
 	}
 	a.mu.Unlock()
-	delete(set, a.opts.Self.Name)
+	delete(set, a.name)
 	out := make([]string, 0, len(set))
 	for n := range set {
 		out = append(out, n)
@@ -721,6 +751,7 @@ func (a *Agent) Shutdown(ctx context.Context, stopDatabase bool) {
 	a.mu.Unlock()
 	if lead.Held {
 		a.dropLead() // our database is stopped: peers may race as soon as the key goes
+		a.opts.Metrics.LeaderChange("shutdown")
 		if err := a.store.ReleaseLeader(ctx, lead.Term); err != nil {
 			a.log.Warn("releasing the leader key on shutdown failed; it expires after ttl", "err", err)
 		} else {

@@ -129,6 +129,9 @@ type Observation struct {
 	// Peers: the other members' live state, probed this loop when a
 	// failover decision needs it (nil otherwise).
 	Peers map[string]PeerResult
+	// Tags and NoLB are published in the member key.
+	Tags map[string]string
+	NoLB bool
 	// Lag and Compare come from the backend (pure functions).
 	Lag     func(leader, pos backends.Position) int64
 	Compare func(a, b backends.Position) int

@@ -147,3 +147,27 @@ type PeerStatus struct {
 	NoFailover bool `json:"nofailover"`
 	Paused     bool `json:"paused"`
 }
+
+// Metrics receives the agent's events; cmd/steward wires the Prometheus
+// implementation. Every method must return at once.
+type Metrics interface {
+	// LoopDone: one loop took d.
+	LoopDone(d time.Duration)
+	// LeaderChange: this member became or stopped being the leader.
+	// reason: bootstrap, failover, switchover, manual-failover, adopt,
+	// reacquire, lost, released, shutdown, deadline.
+	LeaderChange(reason string)
+	// DCSError: a DCS call failed (op: load, renew, acquire, release,
+	// publish, status, history, config).
+	DCSError(op string)
+	// FencingAttempt: one fencing step ran (result: success, failure,
+	// timeout, skipped).
+	FencingAttempt(result string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) LoopDone(time.Duration) {}
+func (noMetrics) LeaderChange(string)    {}
+func (noMetrics) DCSError(string)        {}
+func (noMetrics) FencingAttempt(string)  {}

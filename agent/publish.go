@@ -93,6 +93,7 @@ func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
 	pctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
 	defer cancel()
 	if err := a.store.PutMember(pctx, m); err != nil {
+		a.opts.Metrics.DCSError("publish")
 		if !errors.Is(err, context.Canceled) {
 			a.log.Warn("publishing the member key failed", "err", err)
 		}
@@ -115,9 +116,9 @@ func (a *Agent) memberRecord(o *Observation, d Decision) dcs.Member {
 		Received:       db.Received,
 		Replayed:       db.Replayed,
 		LagBytes:       -1,
-		Tags:           a.opts.Tags,
+		Tags:           o.Tags,
 		NoFailover:     o.Self.NoFailover,
-		NoLoadBalance:  a.opts.NoLB,
+		NoLoadBalance:  o.NoLB,
 		NoSync:         o.Self.NoSync,
 		Priority:       o.Self.Priority,
 		Paused:         o.Config.Paused,

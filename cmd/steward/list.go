@@ -1,0 +1,279 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/stewardha/steward/config"
+	"github.com/stewardha/steward/dcs"
+)
+
+func newListCmd(e *env, g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "Show the cluster's members, roles, lag and failover readiness",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cfg, err := loadConfig(e, g)
+			if err != nil {
+				return err
+			}
+			st, err := openStore(cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ctx, cancel := cliContext(cfg.Bootstrap.RetryTimeout.D() + time.Second)
+			defer cancel()
+			cl, err := st.Load(ctx)
+			if err != nil {
+				return dcsErr(cfg, err)
+			}
+			return renderList(e.stdout, output, cfg, cl)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func checkOutput(o string) error {
+	switch o {
+	case "table", "json", "yaml":
+		return nil
+	}
+	return usageErr(fmt.Errorf("--output %q: expected table, json or yaml", o))
+}
+
+// listView is the machine-readable form of `steward list`.
+type listView struct {
+	Cluster     string          `json:"cluster" yaml:"cluster"`
+	Leader      string          `json:"leader" yaml:"leader"`
+	Term        int64           `json:"term,omitempty" yaml:"term,omitempty"`
+	SystemID    string          `json:"system_id,omitempty" yaml:"system_id,omitempty"`
+	Paused      bool            `json:"paused" yaml:"paused"`
+	Switchover  *dcs.Switchover `json:"scheduled_switchover,omitempty" yaml:"scheduled_switchover,omitempty"`
+	Members     []listMember    `json:"members" yaml:"members"`
+	StoreErrors []string        `json:"store_errors,omitempty" yaml:"store_errors,omitempty"`
+}
+
+type listMember struct {
+	Name           string            `json:"name" yaml:"name"`
+	Host           string            `json:"host" yaml:"host"`
+	Role           string            `json:"role" yaml:"role"`
+	State          string            `json:"state" yaml:"state"`
+	Reason         string            `json:"reason,omitempty" yaml:"reason,omitempty"`
+	Timeline       int64             `json:"timeline" yaml:"timeline"`
+	Position       string            `json:"position" yaml:"position"`
+	LagBytes       int64             `json:"lag_bytes" yaml:"lag_bytes"`
+	Eligible       bool              `json:"eligible" yaml:"eligible"`
+	Ineligible     []string          `json:"ineligible_reasons,omitempty" yaml:"ineligible_reasons,omitempty"`
+	Sync           string            `json:"sync_state,omitempty" yaml:"sync_state,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty" yaml:"tags,omitempty"`
+	PendingRestart bool              `json:"pending_restart" yaml:"pending_restart"`
+	APIURL         string            `json:"api_url" yaml:"api_url"`
+}
+
+func buildListView(cfg *config.Config, cl *dcs.Cluster) listView {
+	v := listView{Cluster: cfg.Cluster}
+	if cl.Leader != nil {
+		v.Leader, v.Term = cl.Leader.Name, cl.Leader.Term
+	}
+	if cl.Initialize != nil {
+		v.SystemID = cl.Initialize.Value.SystemID
+	}
+	if cl.Config != nil {
+		if d, err := config.ParseDynamicJSON(cl.Config.Value); err == nil {
+			v.Paused = d.Paused
+		}
+	}
+	if cl.Switchover != nil {
+		sw := cl.Switchover.Value
+		v.Switchover = &sw
+	}
+	names := make([]string, 0, len(cl.Members))
+	for n := range cl.Members {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m := cl.Members[n]
+		role := m.Role
+		if cl.Leader != nil && cl.Leader.Name == n {
+			role = "leader"
+		}
+		v.Members = append(v.Members, listMember{
+			Name: n, Host: m.DBURL, Role: role, State: m.State, Reason: m.Reason,
+			Timeline: m.Timeline, Position: m.Position.String(), LagBytes: m.LagBytes,
+			Eligible: m.Eligible, Ineligible: m.IneligibleReason, Sync: m.Sync,
+			Tags: memberTags(m), PendingRestart: m.PendingRestart, APIURL: m.APIURL,
+		})
+	}
+	for k, e := range cl.Errors {
+		v.StoreErrors = append(v.StoreErrors, k+": "+e)
+	}
+	sort.Strings(v.StoreErrors)
+	return v
+}
+
+func memberTags(m dcs.Member) map[string]string {
+	t := map[string]string{}
+	for k, v := range m.Tags {
+		t[k] = v
+	}
+	if m.NoFailover {
+		t["nofailover"] = "true"
+	}
+	if m.NoLoadBalance {
+		t["noloadbalance"] = "true"
+	}
+	if m.NoSync {
+		t["nosync"] = "true"
+	}
+	if m.Priority != 1 {
+		t["failover_priority"] = fmt.Sprint(m.Priority)
+	}
+	if len(t) == 0 {
+		return nil
+	}
+	return t
+}
+
+func renderList(w io.Writer, format string, cfg *config.Config, cl *dcs.Cluster) error {
+	v := buildListView(cfg, cl)
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		return yaml.NewEncoder(w).Encode(v)
+	}
+	leader := v.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	fmt.Fprintf(w, "Cluster: %s   Leader: %s", v.Cluster, leader)
+	if v.Term != 0 {
+		fmt.Fprintf(w, " (term %d)", v.Term)
+	}
+	if v.SystemID != "" {
+		fmt.Fprintf(w, "   System ID: %s", v.SystemID)
+	}
+	fmt.Fprintln(w)
+	if v.Paused {
+		fmt.Fprintln(w, "Maintenance mode: ON (paused) - no automatic failover")
+	}
+	if v.Switchover != nil {
+		fmt.Fprintf(w, "Scheduled switchover: %s\n", describeSwitchover(*v.Switchover))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tFAILOVER\tTAGS")
+	for _, m := range v.Members {
+		state := m.State
+		if m.Reason != "" {
+			state += " (" + m.Reason + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
+			tl(m.Timeline), lagText(m.Role, m.LagBytes), readiness(m), tagText(m.Tags))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(v.Members) == 0 {
+		fmt.Fprintln(w, "(no members have published themselves; is any agent running?)")
+	}
+	for _, e := range v.StoreErrors {
+		fmt.Fprintf(w, "warning: undecodable record %s\n", e)
+	}
+	return nil
+}
+
+func describeSwitchover(s dcs.Switchover) string {
+	var b strings.Builder
+	if s.Leader != "" {
+		fmt.Fprintf(&b, "from %s", s.Leader)
+	} else {
+		b.WriteString("manual failover")
+	}
+	if s.Candidate != "" {
+		fmt.Fprintf(&b, " to %s", s.Candidate)
+	}
+	if !s.ScheduledAt.IsZero() {
+		fmt.Fprintf(&b, " at %s", s.ScheduledAt.Format(time.RFC3339))
+	}
+	if s.Phase != "" {
+		fmt.Fprintf(&b, " [%s]", s.Phase)
+	}
+	return b.String()
+}
+
+func tl(t int64) string {
+	if t == 0 {
+		return "-"
+	}
+	return fmt.Sprint(t)
+}
+
+func readiness(m listMember) string {
+	if m.Role == "leader" || m.Role == dcs.RolePrimary {
+		return "-"
+	}
+	if m.Eligible {
+		return "eligible"
+	}
+	if len(m.Ineligible) == 0 {
+		return "no"
+	}
+	return "no: " + strings.Join(m.Ineligible, "; ")
+}
+
+func tagText(t map[string]string) string {
+	if len(t) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + t[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// lagText shows lag in bytes and in human units ("0", "12 kB (12288)").
+func lagText(role string, b int64) string {
+	if role == "leader" || role == dcs.RolePrimary {
+		return "-"
+	}
+	if b < 0 {
+		return "unknown"
+	}
+	return humanBytes(b)
+}
+
+func humanBytes(b int64) string {
+	switch {
+	case b < 1024:
+		return fmt.Sprintf("%d B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.1f kB (%d)", float64(b)/1024, b)
+	case b < 1<<30:
+		return fmt.Sprintf("%.1f MB (%d)", float64(b)/(1<<20), b)
+	}
+	return fmt.Sprintf("%.1f GB (%d)", float64(b)/(1<<30), b)
+}

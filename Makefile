@@ -13,8 +13,9 @@ COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN        := bin/steward
 OUT        := .test-output
-# Debian packages the tests need (postgresql-15 provides /usr/lib/postgresql/15/bin).
-DEB_PKGS   := postgresql-15 etcd-server etcd-client
+# Debian packages the tests need (postgresql-15 provides /usr/lib/postgresql/15/bin;
+# haproxy and mariadb-server are started by the API and MySQL tests).
+DEB_PKGS   := postgresql-15 etcd-server etcd-client haproxy mariadb-server mariadb-client
 FUZZTIME   ?= 60s
 STATICCHECK_VERSION ?= 2025.1.1
 

@@ -62,7 +62,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		cancel()
 		a.logResult("repoint replica", err, "upstream", upName(d.Upstream))
 		a.mu.Lock()
-		a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed = nil, "", ""
+		a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed, a.mem.RewindFailures = nil, "", "", 0
 		a.mu.Unlock()
 
 	case ActCheckDivergence:
@@ -448,7 +448,10 @@ func (a *Agent) checkDivergence(ctx context.Context, o *Observation, up backends
 	}
 	a.log.Warn("history diverged from the leader", "upstream", up.Name, "reason", div.Reason, "discarded_bytes", div.Discarded)
 	a.mu.Lock()
-	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed = &div, up.Name, ""
+	if a.mem.DivergedFrom != up.Name {
+		a.mem.RewindFailed, a.mem.RewindFailures = "", 0
+	}
+	a.mem.Diverged, a.mem.DivergedFrom = &div, up.Name
 	a.mu.Unlock()
 	a.Wake()
 }
@@ -465,6 +468,8 @@ func (a *Agent) rewind(ctx context.Context, o *Observation, up backends.Upstream
 	if err := a.db.Rewind(ctx, up); err != nil {
 		a.mu.Lock()
 		a.mem.RewindFailed = err.Error()
+		a.mem.RewindFailures++
+		a.mem.RewindRetryAt = a.now().Add(time.Duration(a.mem.RewindFailures) * 5 * time.Second)
 		a.mu.Unlock()
 		return fmt.Errorf("rewind from %s: %w", up.Name, err)
 	}
@@ -482,7 +487,7 @@ func (a *Agent) rewind(ctx context.Context, o *Observation, up backends.Upstream
 	}
 	cancel()
 	a.mu.Lock()
-	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed = nil, "", ""
+	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed, a.mem.RewindFailures = nil, "", "", 0
 	a.mu.Unlock()
 	a.log.Info("rewound; starting as a replica", "upstream", up.Name, "discarded", rec.Discarded)
 	stctx, cancel := context.WithTimeout(ctx, 2*timeout)
@@ -505,7 +510,7 @@ func (a *Agent) reinit(ctx context.Context, up backends.Upstream, timeout time.D
 	_, _ = a.store.AppendHistory(hctx, dcs.HistoryRecord{Kind: "reinit", Member: a.name, NewLeader: up.Name, Reason: "data directory wiped and cloned again from " + up.Name})
 	cancel()
 	a.mu.Lock()
-	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed = nil, "", ""
+	a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed, a.mem.RewindFailures = nil, "", "", 0
 	a.mu.Unlock()
 	stctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()

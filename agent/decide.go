@@ -104,8 +104,12 @@ type Memory struct {
 	// leader's, and the leader's timeline then.
 	DivergenceCheckedAt time.Time
 	DivergenceCheckedTL int64
-	// RewindFailed: a rewind from DivergedFrom failed with this error.
-	RewindFailed string
+	// RewindFailed: the last rewind from DivergedFrom failed with this
+	// error; it is retried (RewindFailures so far) at RewindRetryAt, at most
+	// maxRewindAttempts times in all.
+	RewindFailed   string
+	RewindFailures int
+	RewindRetryAt  time.Time
 	// RaceBackoffUntil: do not race for the key before this time (after a
 	// failed promotion we gave the key up).
 	RaceBackoffUntil time.Time
@@ -340,12 +344,24 @@ func decide(o *Observation) Decision {
 // re-checks its history against the leader's.
 const divergenceRecheck = 5 * time.Second
 
+// maxRewindAttempts bounds how often a failed rewind is retried (a source
+// that was not reachable, a checkpoint that had not happened yet) before the
+// member stays down or is re-cloned.
+const maxRewindAttempts = 3
+
 // rejoinDiverged decides what a member whose history forked does (rule 5).
 func rejoinDiverged(o *Observation, up *backends.Upstream) Decision {
 	d := o.Mem.Diverged
+	retry := o.Mem.RewindFailed != "" && o.Mem.RewindFailures < maxRewindAttempts
 	switch {
 	case o.Self.Rewind && o.Mem.RewindFailed == "":
 		return Decision{Action: ActRewind, Reason: fmt.Sprintf("history diverged from %s (%s): rewinding", up.Name, d.Reason), Upstream: up}
+	case o.Self.Rewind && retry && !o.Now.Before(o.Mem.RewindRetryAt):
+		return Decision{Action: ActRewind, Reason: fmt.Sprintf("history diverged from %s; rewind attempt %d of %d (the last one failed: %s)",
+			up.Name, o.Mem.RewindFailures+1, maxRewindAttempts, o.Mem.RewindFailed), Upstream: up}
+	case o.Self.Rewind && retry:
+		return Decision{Action: ActWait, Reason: fmt.Sprintf("rewind from %s failed (%s); retrying in %v", up.Name, o.Mem.RewindFailed,
+			o.Mem.RewindRetryAt.Sub(o.Now).Round(time.Second)), Upstream: up}
 	case o.Self.Reinit:
 		why := "use_pg_rewind is off"
 		if o.Mem.RewindFailed != "" {

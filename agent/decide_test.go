@@ -293,9 +293,21 @@ func TestDecide(t *testing.T) {
 			o.Self.Rewind = false
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
 		}, ActStayDown, "use_pg_rewind is off"},
+		{"diverged replica whose rewind failed once: retry after the backoff", func(o *Observation) {
+			o.Mem.RewindFailed, o.Mem.RewindFailures, o.Mem.RewindRetryAt = "boom", 1, t0.Add(-time.Second)
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
+		}, ActRewind, "rewind attempt 2 of 3"},
+		{"diverged replica whose rewind failed, backoff not over: wait", func(o *Observation) {
+			o.Mem.RewindFailed, o.Mem.RewindFailures, o.Mem.RewindRetryAt = "boom", 1, t0.Add(5*time.Second)
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
+		}, ActWait, "retrying in 5s"},
+		{"diverged replica whose rewinds all failed: stay down and say why", func(o *Observation) {
+			o.Mem.RewindFailed, o.Mem.RewindFailures = "boom", 3
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
+		}, ActStayDown, "rewind failed: boom"},
 		{"diverged replica whose rewind failed, reinit allowed: re-clone", func(o *Observation) {
 			o.Self.Reinit = true
-			o.Mem.RewindFailed = "boom"
+			o.Mem.RewindFailed, o.Mem.RewindFailures = "boom", 3
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
 		}, ActReinit, "rewind failed"},
 		{"background job running: wait", func(o *Observation) { o.Job = &JobInfo{Kind: ActClone, Since: t0.Add(-3 * time.Second)} }, ActWait, "clone in progress"},

@@ -381,7 +381,30 @@ func (b *Backend) promote(ctx context.Context) error {
 	if err := b.reload(ctx); err != nil {
 		return fmt.Errorf("promote: promoted, but %w", err)
 	}
+	go b.checkpointAfterPromote()
 	return nil
+}
+
+// checkpointAfterPromote runs an immediate CHECKPOINT on the new primary.
+// After a fast promotion PostgreSQL's own checkpoint is spread over
+// minutes, and until one completes the control file names the previous
+// timeline. Were this primary to die meanwhile, pg_rewind (which reads the
+// target's timeline from its control file) would find the fork on the wrong
+// timeline and refuse to rewind it. Patroni does the same after promoting.
+func (b *Backend) checkpointAfterPromote() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	c, err := b.connectLocal(ctx)
+	if err == nil {
+		_, err = c.Exec(ctx, "CHECKPOINT")
+		c.Close(context.Background())
+	}
+	if err != nil {
+		b.log.Warn("checkpoint after promotion failed; a rewind of this member before its next checkpoint may fail", "error", err)
+		return
+	}
+	b.log.Info("checkpoint after promotion done", "duration", time.Since(start).Round(time.Millisecond))
 }
 
 // reload runs pg_reload_conf().

@@ -168,8 +168,13 @@ func (d *fakeDevice) SetTimeout(s int) (int, error) {
 	}
 	return d.timeout, nil
 }
-func (d *fakeDevice) Keepalive() error  { d.mu.Lock(); d.pets++; d.mu.Unlock(); return nil }
-func (d *fakeDevice) MagicClose() error { d.mu.Lock(); d.closed, d.magic = true, true; d.mu.Unlock(); return nil }
+func (d *fakeDevice) Keepalive() error { d.mu.Lock(); d.pets++; d.mu.Unlock(); return nil }
+func (d *fakeDevice) MagicClose() error {
+	d.mu.Lock()
+	d.closed, d.magic = true, true
+	d.mu.Unlock()
+	return nil
+}
 
 func TestWatchdogArmKeepaliveDisarm(t *testing.T) {
 	dev := &fakeDevice{}

@@ -21,7 +21,7 @@ STATICCHECK_VERSION ?= 2025.1.1
 
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build test deps lint fuzz demo clean
+.PHONY: all build test deps lint fuzz demo bench bench-quick clean
 
 all: build
 
@@ -60,9 +60,98 @@ lint:
 demo: deps build
 	@./$(BIN) demo $(DEMO_ARGS)
 
+## bench: every benchmark (long: failover 10x per profile, ...). Agents are
+## built without the race detector. Not part of make test.
+bench: deps
+	@set -o pipefail; STEWARD_E2E_RACE=0 $(GO) test -count=1 -timeout 120m -run '^$$' -bench . -benchtime 1x ./e2e/ 2>&1 \
+		| grep -vE '^\s+(time=|harness.go)'
+
+## bench-quick: a few minutes: 3 failovers in the fast profile.
+bench-quick: deps
+	@set -o pipefail; STEWARD_E2E_RACE=0 STEWARD_BENCH_RUNS=3 $(GO) test -count=1 -timeout 30m -run '^$$' \
+		-bench 'BenchmarkFailover/ttl3s' -benchtime 1x ./e2e/ 2>&1 | grep -vE '^\s+(time=|harness.go)'
+
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	for f in FuzzLagQuery FuzzTagQuery FuzzHealthQuery FuzzPatchConfig FuzzStateChangingBodies; do \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./api/ || exit 1; done
 
 clean:
 	rm -rf bin $(OUT)
+
+# ---------------------------------------------------------------------------
+# Install and Debian package (docs/operations.md "Installing").
+#
+#   make install                 binary, units, example config, completions,
+#                                docs under PREFIX (default /usr), into DESTDIR
+#   make deb                     $(DEB_DIR)/steward_<version>_<arch>.deb
+#
+# install never writes /etc/steward/steward.yml (only steward.yml.example),
+# and the units' ExecStart follows PREFIX.
+
+PREFIX      ?= /usr
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+DATADIR     ?= $(PREFIX)/share
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /lib/systemd/system
+INSTALL_BIN ?= $(BIN)
+DOCS        := README.md $(wildcard docs/*.md)
+
+DEB_DIR        ?= bin
+DEB_ARCH       ?= $(shell $(GO) env GOARCH)
+DEB_VERSION    ?= $(shell packaging/debian-version.sh '$(VERSION)')
+DEB_MAINTAINER ?= steward developers <steward@example.org>
+DEB_ROOT       := $(DEB_DIR)/steward_$(DEB_VERSION)_$(DEB_ARCH)
+DEB_FILE       := $(DEB_ROOT).deb
+
+.PHONY: install install-files deb
+
+install: build install-files
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@if [ ! -e "$(DESTDIR)$(SYSCONFDIR)/steward/steward.yml" ]; then \
+		echo "next: write $(SYSCONFDIR)/steward/steward.yml (from steward.yml.example), then systemctl enable --now steward"; fi
+
+## install-files: copy what is already built ($(INSTALL_BIN)); no build.
+install-files:
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/steward \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions $(DESTDIR)$(DATADIR)/zsh/vendor-completions \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d $(DESTDIR)$(DATADIR)/doc/steward
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/steward
+	for u in steward.service steward@.service; do \
+		sed 's|/usr/bin/steward|$(BINDIR)/steward|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 packaging/steward.yml.example $(DESTDIR)$(SYSCONFDIR)/steward/steward.yml.example
+	$(INSTALL_BIN) completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/steward
+	$(INSTALL_BIN) completion zsh > $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_steward
+	$(INSTALL_BIN) completion fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/steward.fish
+	chmod 0644 $(DESTDIR)$(DATADIR)/bash-completion/completions/steward \
+		$(DESTDIR)$(DATADIR)/zsh/vendor-completions/_steward $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/steward.fish
+	install -m 0644 $(DOCS) $(DESTDIR)$(DATADIR)/doc/steward/
+
+## deb: a Debian package built with dpkg-deb (static binary, no Depends).
+deb:
+	@command -v dpkg-deb >/dev/null || { echo "make deb needs dpkg-deb (apt-get install dpkg)"; exit 1; }
+	rm -rf $(DEB_ROOT) $(DEB_FILE)
+	mkdir -p $(DEB_ROOT)/DEBIAN
+	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEB_ROOT).bin ./cmd/steward
+	$(MAKE) --no-print-directory install-files DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr INSTALL_BIN=$(abspath $(DEB_ROOT)).bin
+	rm -f $(DEB_ROOT).bin
+	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort | xargs md5sum > DEBIAN/md5sums
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|' \
+		-e "s|@SIZE@|$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)|" packaging/deb/control.in > $(DEB_ROOT)/DEBIAN/control
+	install -m 0644 packaging/deb/conffiles $(DEB_ROOT)/DEBIAN/conffiles
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEB_ROOT)/DEBIAN/
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB_FILE) >/dev/null
+	rm -rf $(DEB_ROOT)
+	@echo "built $(DEB_FILE)"
+
+## bench-api: health-endpoint capacity of a real member with wrk
+## (-t2 -c32 -d10s on /primary and /replica; agents built without -race).
+.PHONY: bench-api
+bench-api: deps
+	@command -v wrk >/dev/null || scripts/deps.sh wrk
+	@set -o pipefail; STEWARD_E2E_RACE=0 $(GO) test -run '^$$' -bench '^BenchmarkHealthEndpoints$$' -benchtime 1x -timeout 20m ./e2e/ \
+		| grep -E 'MEASURED|^(ok|FAIL|---)'

@@ -71,7 +71,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 	case ActRewind:
 		up := *d.Upstream
 		div := o.Mem.Diverged
-		a.startJob(ctx, ActRewind, func(ctx context.Context) error { return a.rewind(ctx, o, up, div, timeout) })
+		a.startJob(ctx, ActRewind, func(ctx context.Context) error { return a.rewind(ctx, up, div, timeout) })
 
 	case ActReinit:
 		up := *d.Upstream
@@ -80,8 +80,16 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 	case ActAcquire:
 		a.acquireAndPromote(ctx, o, d)
 
+	case ActFence:
+		// The job gets copies: the loop goes on using o meanwhile.
+		job := fenceJob{term: o.Lead.Term, target: formerLeader(o), timeout: timeout}
+		if m, ok := o.Cluster.Members[job.target]; ok {
+			job.member = m
+		}
+		a.startJob(ctx, ActFence, func(ctx context.Context) error { return a.fence(ctx, job) })
+
 	case ActPromote:
-		a.promote(ctx, o, d, "promote while holding the key")
+		a.promote(ctx, o, d, "failover")
 
 	case ActDemote:
 		a.demote(ctx, o, d)
@@ -136,6 +144,18 @@ func (a *Agent) adopt(ctx context.Context, o *Observation) {
 		return
 	}
 	a.setLead(l.Term, sent)
+	if o.DB.Writable {
+		if err := a.armWatchdog(); err != nil {
+			// Give the key up (it is on our lease, which we keep renewing)
+			// and let the next loop demote the database.
+			a.log.Error("adopted the leader key but the required watchdog is not working: releasing the key and demoting", "err", err)
+			a.dropLead()
+			rctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
+			_ = a.store.ReleaseLeader(rctx, l.Term)
+			cancel()
+			return // the next loop (after loop_wait, never at once) demotes
+		}
+	}
 	a.opts.Metrics.LeaderChange("adopt")
 	a.setHistoryTerm(l.Term) // the record of this term was written by our previous run
 	a.log.Info("role change: adopted the leader key after a restart", "old_role", a.view.Member.Role, "new_role", "leader", "term", l.Term, "reason", "the key carries this member's name")
@@ -210,7 +230,16 @@ func (a *Agent) acquireAndPromote(ctx context.Context, o *Observation, d Decisio
 		return
 	}
 	a.setLead(l.Term, sent)
+	a.mu.Lock()
+	a.mem.Candidates = d.Candidates
+	a.mu.Unlock()
 	a.log.Info("acquired the leader key", "term", l.Term, "reason", d.Reason)
+	o.Lead = LeadState{Held: true, Term: l.Term, Deadline: sent.Add(time.Hour)}
+	if _, blocked := fenceGate(o); blocked {
+		// The next loop fences the former primary first (rule 2).
+		a.Wake()
+		return
+	}
 	a.promote(ctx, o, d, "failover")
 }
 
@@ -234,6 +263,18 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 		return
 	case !lead.Valid(a.now()):
 		a.log.Warn("not promoting: the lease deadline passed", "term", lead.Term)
+		return
+	}
+	if err := a.armWatchdog(); err != nil {
+		a.log.Error("not promoting: watchdog.mode is required and the watchdog does not work; releasing the leader key", "err", err, "term", lead.Term)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		_ = a.store.ReleaseLeader(rctx, lead.Term)
+		cancel()
+		a.dropLead()
+		a.mu.Lock()
+		a.mem.RaceBackoffUntil = a.now().Add(o.Config.TTL.D())
+		a.mem.LastJobError, a.mem.LastJobKind = "watchdog required but not working: "+err.Error(), ActPromote
+		a.mu.Unlock()
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -265,8 +306,23 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	if h := cur.LastHistory; old == "" && h != nil {
 		old = h.NewLeader
 	}
+	a.mu.Lock()
+	cands, fence := a.mem.Candidates, a.mem.Fence
+	a.mem.Candidates = nil
+	a.mu.Unlock()
+	if len(d.Candidates) > 0 {
+		cands = d.Candidates
+	}
+	reason := d.Reason
+	if fence != nil && fence.Term == lead.Term {
+		if fence.Confirmed {
+			reason += "; former primary " + fence.Target + " fenced: " + fence.Summary
+		} else {
+			reason += "; fencing of " + fence.Target + " not confirmed (fencing.mode " + a.opts.FencingMode + "): " + fence.Summary
+		}
+	}
 	rec := dcs.HistoryRecord{Kind: kind, OldLeader: old, NewLeader: a.name, Term: lead.Term,
-		Timeline: st.Timeline, Promoted: st.Position, Reason: d.Reason, Candidates: d.Candidates}
+		Timeline: st.Timeline, Promoted: st.Position, Reason: reason, Candidates: cands}
 	if cur.Status != nil {
 		rec.Position = cur.Status.Position
 	}
@@ -306,6 +362,7 @@ func (a *Agent) demote(ctx context.Context, o *Observation, d Decision) {
 		}
 	}
 	a.markStopped()
+	a.disarmWatchdog()
 	a.log.Info("role change: demoted", "old_role", "primary", "new_role", "replica", "reason", d.Reason, "upstream", upName(d.Upstream))
 	sctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	err := a.db.Start(sctx, backends.RoleReplica, d.Upstream)
@@ -328,6 +385,7 @@ func (a *Agent) release(ctx context.Context, o *Observation, d Decision) {
 	}
 	cancel()
 	a.markStopped()
+	a.disarmWatchdog()
 	a.dropLead()
 	rctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
 	err := a.store.ReleaseLeader(rctx, term)
@@ -349,6 +407,12 @@ func (a *Agent) reacquire(ctx context.Context, o *Observation) {
 		return
 	}
 	a.setLead(l.Term, sent)
+	if err := a.armWatchdog(); err != nil {
+		a.log.Error("took the leader key back but the required watchdog is not working: giving it up and demoting", "err", err)
+		_ = a.store.ReleaseLeader(ctx, l.Term)
+		a.dropLead()
+		return
+	}
 	a.opts.Metrics.LeaderChange("reacquire")
 	a.log.Info("role change: took the leader key back", "old_role", "primary-without-key", "new_role", "leader", "term", l.Term)
 	rec := dcs.HistoryRecord{Kind: "reacquire", OldLeader: a.name, NewLeader: a.name, Term: l.Term,
@@ -458,7 +522,7 @@ func (a *Agent) checkDivergence(ctx context.Context, o *Observation, up backends
 
 // rewind: stop cleanly, pg_rewind from the leader, start as its replica, and
 // record in history what was thrown away.
-func (a *Agent) rewind(ctx context.Context, o *Observation, up backends.Upstream, div *backends.Divergence, timeout time.Duration) error {
+func (a *Agent) rewind(ctx context.Context, up backends.Upstream, div *backends.Divergence, timeout time.Duration) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	err := a.db.Stop(sctx, backends.StopFast)
 	cancel()

@@ -31,6 +31,7 @@ const (
 	StateRewinding     = "rewinding"
 	StateDiverged      = "diverged"
 	StateUnhealthy     = "unhealthy" // primary that cannot commit
+	StateFencing       = "fencing"   // holds the key after a failover; fencing the former primary before promoting
 	StateFailed        = "failed"    // staying down, operator action needed
 )
 
@@ -63,6 +64,15 @@ type Options struct {
 	OnLoop func(LoopReport)
 	// Metrics receives events (nil: none).
 	Metrics Metrics
+
+	// Cluster is the cluster's name (for fencing hooks).
+	Cluster string
+	// Fencer runs STONITH hooks against a former primary; FencingMode is
+	// fencing.mode.
+	Fencer      Fencer
+	FencingMode string
+	// Watchdog is armed while this member leads (nil: none).
+	Watchdog Watchdog
 }
 
 // LoopReport summarises one loop for observers (systemd, metrics).
@@ -95,6 +105,10 @@ type Agent struct {
 	loopAlive time.Time // last loop start, for the lease keeper's liveness check
 	view      View
 	known     map[string]knownPeer // members seen recently (rule 2 asks all of them)
+	// failsafeSince: when this leader last kept its lease through the DCS
+	// failsafe (every member confirmed it); zero when the DCS answers.
+	failsafeSince time.Time
+	failsafeLog   string
 
 	// loop-owned state (only the loop goroutine touches these)
 	lastPublished   []byte
@@ -110,6 +124,7 @@ type Agent struct {
 
 type knownPeer struct {
 	apiURL   string
+	member   dcs.Member
 	lastSeen time.Time
 }
 
@@ -132,6 +147,17 @@ func New(o Options) *Agent {
 	}
 	if o.SafetyMargin == nil {
 		o.SafetyMargin = func(ttl time.Duration) time.Duration { return config.Watchdog{}.Margin(ttl) }
+	}
+	// A safety margin set for a longer ttl than the cluster now uses (ttl is
+	// dynamic, the margin local) would put the deadline at or before the
+	// renewal itself and fence a healthy primary: never use more than half
+	// the ttl.
+	margin := o.SafetyMargin
+	o.SafetyMargin = func(ttl time.Duration) time.Duration {
+		if m := margin(ttl); m <= ttl/2 {
+			return m
+		}
+		return ttl / 2
 	}
 	a := &Agent{
 		opts:      o,
@@ -263,30 +289,55 @@ func (a *Agent) keepLease(ctx context.Context) {
 	}
 }
 
-// renew sends one keep-alive and moves the lease deadline.
+// renew sends one keep-alive and moves the lease deadline; a leader's
+// watchdog is petted only right after a successful renewal. With the DCS
+// unreachable and failsafe_mode on, a leader asks every known member to
+// confirm it instead (DCS failsafe).
 func (a *Agent) renew(ctx context.Context) {
 	sent, err := a.store.KeepAlive(ctx)
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	leading, failsafe := a.lead.Held, a.dyn.FailsafeMode
 	if err == nil {
 		if a.lead.Held {
-			d := sent.Add(a.leaseTTL - a.opts.SafetyMargin(a.leaseTTL))
-			if d.After(a.lead.Deadline) {
-				a.lead.Deadline = d
-				a.view.LeaseDeadline = d
+			a.extendDeadline(sent)
+		}
+		a.failsafeSince = time.Time{}
+		a.mu.Unlock()
+		if leading && a.opts.Watchdog != nil {
+			if err := a.opts.Watchdog.Keepalive(); err != nil {
+				a.log.Warn("watchdog keepalive failed", "err", err)
 			}
 		}
 		return
 	}
+	a.mu.Unlock()
 	a.opts.Metrics.DCSError("renew")
-	if errors.Is(err, dcs.ErrLeaseLost) && a.lead.Held {
+	switch {
+	case errors.Is(err, dcs.ErrLeaseLost) && leading:
+		if failsafe && a.failsafeHeld() && a.retakeAfterFailsafe(ctx) {
+			return
+		}
+		a.mu.Lock()
 		a.opts.Metrics.LeaderChange("lost")
 		a.log.Warn("session lease expired: the leader key is gone", "term", a.lead.Term)
 		a.lead.Deadline = time.Time{} // the fence timer acts now
 		a.view.LeaseDeadline = time.Time{}
+		a.mu.Unlock()
 		a.signalLease()
-	} else {
+	case leading && failsafe:
+		a.failsafeRound(ctx, err)
+	default:
 		a.log.Debug("lease renewal failed", "err", err)
+	}
+}
+
+// extendDeadline moves the lease deadline to sent + ttl − margin (never
+// back). Callers hold a.mu.
+func (a *Agent) extendDeadline(sent time.Time) {
+	d := sent.Add(a.leaseTTL - a.opts.SafetyMargin(a.leaseTTL))
+	if d.After(a.lead.Deadline) {
+		a.lead.Deadline = d
+		a.view.LeaseDeadline = d
 	}
 }
 
@@ -319,6 +370,12 @@ func (a *Agent) fenceAtDeadline(ctx context.Context) {
 				}
 				a.mu.Unlock()
 				if expired {
+					if faultActive("skip-self-fence") {
+						// Test builds only: proves the chaos checkers catch a
+						// primary that does not stop at its deadline.
+						a.log.Error("FAULT INJECTED: not fencing at the lease deadline")
+						continue
+					}
 					if paused {
 						a.log.Warn("lease deadline passed while paused: not fencing the database (rule 7)", "term", lead.Term)
 					} else {
@@ -330,9 +387,16 @@ func (a *Agent) fenceAtDeadline(ctx context.Context) {
 						a.opts.Metrics.LeaderChange("deadline")
 						if err != nil {
 							a.opts.Metrics.FencingAttempt("failure")
-							a.log.Error("fencing the database at the lease deadline failed", "err", err)
+							// The watchdog stays armed: if the database
+							// still takes writes, the host must reset.
+							a.log.Error("fencing the database at the lease deadline failed; the watchdog (if any) stays armed", "err", err)
 						} else {
 							a.opts.Metrics.FencingAttempt("success")
+							// The loop may be stuck: peers must not read a
+							// writable database in our status, or they would
+							// never take over.
+							a.markStopped()
+							a.disarmWatchdog()
 							a.log.Info("database fenced at the lease deadline", "term", lead.Term, "late_by", a.now().Sub(lead.Deadline).Round(time.Millisecond))
 						}
 					}
@@ -412,6 +476,7 @@ func (a *Agent) step(ctx context.Context) {
 		a.remember(cl, start)
 	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
+	faultPoint("hang-observe") // test builds only: a database call that never returns
 	dbs := a.db.Observe(octx)
 	cancel()
 	a.checkHealth(ctx, cl, dbs, start, timeout)
@@ -453,7 +518,8 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 	return &Observation{
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,
 		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem, Tags: a.opts.Tags, NoLB: a.opts.NoLB,
-		Lag: a.db.Lag, Compare: a.db.Compare,
+		FencingMode: a.opts.FencingMode,
+		Lag:         a.db.Lag, Compare: a.db.Compare,
 	}
 }
 
@@ -495,6 +561,10 @@ func (a *Agent) applyConfig(ctx context.Context, cl *dcs.Cluster) config.Dynamic
 	}
 	a.log.Info("dynamic config changed", "ttl", d.TTL.D(), "loop_wait", d.LoopWait.D(), "retry_timeout", d.RetryTimeout.D(),
 		"maximum_lag_on_failover", int64(d.MaximumLagOnFailover), "paused", d.Paused)
+	if m := a.opts.SafetyMargin(d.TTL.D()); d.TTL.D()-m < d.LoopWait.D()+d.RetryTimeout.D() {
+		a.log.Warn("the lease leaves less than loop_wait + retry_timeout after the safety margin: one slow renewal may fence the primary; lower watchdog.safety_margin or raise ttl",
+			"ttl", d.TTL.D(), "safety_margin", m, "loop_wait", d.LoopWait.D(), "retry_timeout", d.RetryTimeout.D())
+	}
 	a.store.SetTimings(d.RetryTimeout.D(), d.TTL.D())
 	a.mu.Lock()
 	a.dyn = d
@@ -538,7 +608,7 @@ func (a *Agent) remember(cl *dcs.Cluster, now time.Time) {
 	defer a.mu.Unlock()
 	for n, m := range cl.Members {
 		if n != a.name && m.APIURL != "" {
-			a.known[n] = knownPeer{apiURL: m.APIURL, lastSeen: now}
+			a.known[n] = knownPeer{apiURL: m.APIURL, member: m, lastSeen: now}
 		}
 	}
 	keep := 10 * a.leaseTTL
@@ -552,6 +622,9 @@ func (a *Agent) remember(cl *dcs.Cluster, now time.Time) {
 	}
 	if cl.Leader != nil {
 		a.lastLeaderName = cl.Leader.Name
+		if cl.Leader.Name != a.name {
+			a.mem.FormerLeader = cl.Leader.Name
+		}
 	}
 }
 
@@ -731,6 +804,8 @@ func (a *Agent) Shutdown(ctx context.Context, stopDatabase bool) {
 	a.mu.Unlock()
 	if !stopDatabase {
 		a.log.Info("shutting down; leaving the database running (on_shutdown: leave-running)", "leader", lead.Held)
+		// Closing the device without disarming would reset the host.
+		a.disarmWatchdog()
 		return
 	}
 	if err := a.db.Stop(ctx, backends.StopFast); err != nil {
@@ -741,6 +816,7 @@ func (a *Agent) Shutdown(ctx context.Context, stopDatabase bool) {
 			return
 		}
 	}
+	a.disarmWatchdog()
 	// Peers probing our API before they race must not see a writable
 	// database that is gone.
 	a.mu.Lock()

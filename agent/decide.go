@@ -34,6 +34,7 @@ const (
 	ActAdopt           Action = "adopt"            // the key carries our name from a previous run: adopt its lease
 	ActReacquire       Action = "reacquire"        // writable primary without a key (agent restarted after expiry): take the key back
 	ActLead            Action = "lead"             // healthy leader: publish status, keep slots
+	ActFence           Action = "fence"            // holding the key after a failover: fence the former primary before promoting
 )
 
 // Decision is the outcome of decide: an action, its reason, and what it
@@ -113,9 +114,35 @@ type Memory struct {
 	// RaceBackoffUntil: do not race for the key before this time (after a
 	// failed promotion we gave the key up).
 	RaceBackoffUntil time.Time
+	// FormerLeader is the last member seen holding the leader key other than
+	// this one: the primary to fence after a failover.
+	FormerLeader string
+	// Fence is the outcome of fencing FormerLeader for our current term.
+	Fence *FenceState
+	// Candidates considered when this member won the race, kept until the
+	// promotion is recorded in history.
+	Candidates []dcs.Candidate
+	// FailsafeLeader accepted over POST /failsafe while the DCS was
+	// unreachable: this member does not race before FailsafeUntil.
+	FailsafeLeader string
+	FailsafeUntil  time.Time
+	// WatchdogBroken: when watchdog.mode is required and arming the device
+	// last failed (zero: not known broken). Such a member neither leads nor
+	// races until WatchdogBrokenUntil.
+	WatchdogBroken      string
+	WatchdogBrokenUntil time.Time
 	// LastJobError: the last background action that failed, and why.
 	LastJobError string
 	LastJobKind  Action
+}
+
+// FenceState is the result of fencing the former primary for one term.
+type FenceState struct {
+	Term      int64
+	Target    string
+	Confirmed bool      // a hook exited 0 (or nothing needed fencing)
+	Summary   string    // what was done, for the log, list and history
+	RetryAt   time.Time // required mode: when to try again
 }
 
 // Observation is everything one loop knows: the decide function sees only
@@ -133,6 +160,8 @@ type Observation struct {
 	// Peers: the other members' live state, probed this loop when a
 	// failover decision needs it (nil otherwise).
 	Peers map[string]PeerResult
+	// FencingMode is fencing.mode (off, best-effort, required).
+	FencingMode string
 	// Tags and NoLB are published in the member key.
 	Tags map[string]string
 	NoLB bool
@@ -292,6 +321,9 @@ func decide(o *Observation) Decision {
 			return Decision{Action: ActWait, Reason: "paused: writable primary running without the leader key; not demoting (rule 7)"}
 		}
 		if leader == nil {
+			if o.Mem.WatchdogBroken != "" && now.Before(o.Mem.WatchdogBrokenUntil) {
+				return Decision{Action: ActDemote, Reason: "writable database without the leader key, and this member may not lead: watchdog.mode is required and the watchdog does not work (" + o.Mem.WatchdogBroken + ")"}
+			}
 			if ok, why := mayRetake(o); ok {
 				return Decision{Action: ActReacquire, Reason: why}
 			} else {
@@ -306,6 +338,9 @@ func decide(o *Observation) Decision {
 		if paused {
 			return Decision{Action: ActWait, Reason: "holding the leader key with a read-only database, but paused: not promoting"}
 		}
+		if d, blocked := fenceGate(o); blocked {
+			return d
+		}
 		return Decision{Action: ActPromote, Reason: fmt.Sprintf("holding the leader key (term %d) with a read-only database: promoting", leader.Term)}
 	}
 	if leader == nil {
@@ -318,10 +353,13 @@ func decide(o *Observation) Decision {
 	if up == nil {
 		return Decision{Action: ActWait, Reason: fmt.Sprintf("leader %s has not published its database address yet", leader.Name)}
 	}
+	want := net.JoinHostPort(up.Host, strconv.Itoa(up.Port))
+	if paused && (o.Mem.Diverged != nil || db.Upstream != want) {
+		return Decision{Action: ActWait, Reason: fmt.Sprintf("paused: not repointing or rewinding this replica to follow %s (rule 7)", up.Name), Upstream: up}
+	}
 	if o.Mem.Diverged != nil && o.Mem.DivergedFrom == up.Name {
 		return rejoinDiverged(o, up)
 	}
-	want := net.JoinHostPort(up.Host, strconv.Itoa(up.Port))
 	if db.Upstream != want {
 		return Decision{Action: ActFollow, Reason: fmt.Sprintf("following the new leader %s at %s (was %q)", up.Name, want, db.Upstream), Upstream: up}
 	}
@@ -436,3 +474,40 @@ func orDash(s string) string {
 }
 
 func joinReasons(r []string) string { return strings.Join(r, "; ") }
+
+// formerLeader is the primary a failover must fence: the last other member
+// seen holding the key, or the last leader in history.
+func formerLeader(o *Observation) string {
+	if o.Mem.FormerLeader != "" {
+		return o.Mem.FormerLeader
+	}
+	if h := o.Cluster.LastHistory; h != nil && h.NewLeader != o.Self.Name {
+		return h.NewLeader
+	}
+	return ""
+}
+
+// fenceGate decides whether promotion must wait for fencing (rule 2: promote
+// only after the old primary can no longer write). blocked=false: promote.
+func fenceGate(o *Observation) (Decision, bool) {
+	mode := o.FencingMode
+	if mode == "" || mode == FencingOff {
+		return Decision{}, false
+	}
+	target := formerLeader(o)
+	if target == "" || target == o.Self.Name {
+		return Decision{}, false
+	}
+	f := o.Mem.Fence
+	if f == nil || f.Term != o.Lead.Term || f.Target != target {
+		return Decision{Action: ActFence, Reason: fmt.Sprintf("fencing the former primary %s before promoting (fencing.mode %s)", target, mode)}, true
+	}
+	if f.Confirmed || mode == FencingBestEffort {
+		return Decision{}, false
+	}
+	if o.Now.Before(f.RetryAt) {
+		return Decision{Action: ActWait, Reason: fmt.Sprintf("promotion waits: fencing %s did not succeed (%s) and fencing.mode is required; next attempt in %v",
+			target, f.Summary, f.RetryAt.Sub(o.Now).Round(time.Second))}, true
+	}
+	return Decision{Action: ActFence, Reason: fmt.Sprintf("retrying to fence the former primary %s (the last attempt failed: %s)", target, f.Summary)}, true
+}

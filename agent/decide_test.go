@@ -235,6 +235,14 @@ func TestDecide(t *testing.T) {
 			o.Config.Paused = true
 			o.Cluster.Leader = nil
 		}, ActWait, "not demoting"},
+		{"paused: a diverged replica is not rewound", func(o *Observation) {
+			o.Config.Paused = true
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
+		}, ActWait, "not repointing or rewinding"},
+		{"paused: a replica of the old leader is not repointed", func(o *Observation) {
+			o.Config.Paused = true
+			o.DB.Upstream = "127.0.0.1:5999"
+		}, ActWait, "not repointing or rewinding"},
 		{"paused: stopped database is not started", func(o *Observation) {
 			o.Config.Paused = true
 			o.DB = backends.Status{State: backends.StateCrashed}

@@ -141,6 +141,9 @@ func readiness(o *Observation) (bool, []string) {
 	if o.Mem.Diverged != nil {
 		r = append(r, "history diverged from the leader: "+o.Mem.Diverged.Reason)
 	}
+	if o.Mem.WatchdogBroken != "" && o.Now.Before(o.Mem.WatchdogBrokenUntil) {
+		r = append(r, "watchdog.mode is required and the watchdog does not work: "+o.Mem.WatchdogBroken)
+	}
 	return len(r) == 0, r
 }
 
@@ -154,9 +157,16 @@ func raceDecision(o *Observation) Decision {
 	if !o.Mem.RaceBackoffUntil.IsZero() && o.Now.Before(o.Mem.RaceBackoffUntil) {
 		mine = append(mine, fmt.Sprintf("backing off after a failed promotion until %s", o.Mem.RaceBackoffUntil.Format(time.TimeOnly)))
 	}
+	if o.Mem.WatchdogBroken != "" && o.Now.Before(o.Mem.WatchdogBrokenUntil) {
+		mine = append(mine, "watchdog.mode is required and the watchdog does not work: "+o.Mem.WatchdogBroken)
+	}
 	cands = append(cands, dcs.Candidate{Name: me.Name, Position: me.Position, Timeline: me.Timeline, Eligible: len(mine) == 0, Reasons: mine})
 	if len(mine) > 0 {
 		return Decision{Action: ActWait, Reason: "no leader, and this member is not eligible: " + joinReasons(mine), Candidates: cands}
+	}
+	if o.Mem.FailsafeLeader != "" && o.Now.Before(o.Mem.FailsafeUntil) {
+		return Decision{Action: ActWait, Reason: fmt.Sprintf("no leader key, but %s confirmed it leads while the DCS was unreachable (failsafe) until %s: not racing",
+			o.Mem.FailsafeLeader, o.Mem.FailsafeUntil.Format(time.TimeOnly)), Candidates: cands}
 	}
 	names := make([]string, 0, len(o.Peers))
 	for n := range o.Peers {

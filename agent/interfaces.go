@@ -126,7 +126,62 @@ type Peers interface {
 	// Status fetches a member's live state from its REST API (bounded by
 	// ctx). An error means unreachable.
 	Status(ctx context.Context, apiURL string) (PeerStatus, error)
+	// Failsafe asks a member to accept this member as leader while the DCS
+	// is unreachable (POST /failsafe). nil: accepted.
+	Failsafe(ctx context.Context, apiURL, leader string, term int64) error
 }
+
+// Fencer runs the STONITH hooks against a former primary. confirmed: a hook
+// exited 0. attempts describes every attempt, for the history and metrics.
+type Fencer interface {
+	Fence(ctx context.Context, t FenceTarget) (confirmed bool, attempts []FenceAttempt)
+}
+
+// FenceAttempt is one run of one hook.
+type FenceAttempt struct {
+	Hook   string
+	Result string // success, failure, timeout
+	Detail string // e.g. "try 2: exit status 1"
+}
+
+func (f FenceAttempt) String() string {
+	return "hook " + f.Hook + " " + f.Result + " (" + f.Detail + ")"
+}
+
+// FenceTarget is the former primary to fence.
+type FenceTarget struct {
+	Name   string
+	Host   string // database host
+	APIURL string
+}
+
+// PeerFencer is an optional Backend capability: make another member's
+// database stop taking writes through the database itself (the first,
+// cheap step of fencing, tried when that database is reachable).
+type PeerFencer interface {
+	FencePeer(ctx context.Context, up backends.Upstream) error
+}
+
+// Watchdog is a hardware or software watchdog armed while this member
+// leads (fencing.Watchdog).
+type Watchdog interface {
+	// Arm opens the device and sets its timeout; an error means this
+	// member must not lead (watchdog.mode required).
+	Arm(timeout time.Duration) error
+	// Keepalive pets an armed device; called only after a successful
+	// lease renewal.
+	Keepalive() error
+	// Disarm closes the device cleanly; called only once the database no
+	// longer takes writes.
+	Disarm() error
+}
+
+// Fencing modes (fencing.mode).
+const (
+	FencingOff        = "off"
+	FencingBestEffort = "best-effort"
+	FencingRequired   = "required"
+)
 
 // PeerStatus is what a member reports about itself to other members
 // (GET /status): enough for the failover checks of rules 2 and 3.

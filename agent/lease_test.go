@@ -79,7 +79,18 @@ func (f *fakeStore) KeepAlive(ctx context.Context) (time.Time, error) {
 func (f *fakeStore) AcquireLeader(ctx context.Context) (dcs.Leader, time.Time, error) {
 	return dcs.Leader{}, time.Time{}, dcs.ErrConflict
 }
-func (f *fakeStore) ReleaseLeader(ctx context.Context, term int64) error { return f.err() }
+func (f *fakeStore) ReleaseLeader(ctx context.Context, term int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return dcs.ErrUnavailable
+	}
+	if f.cl.Leader == nil || (term != 0 && f.cl.Leader.Term != term) {
+		return dcs.ErrNotLeader
+	}
+	f.cl.Leader = nil
+	return nil
+}
 func (f *fakeStore) AdoptLease(ctx context.Context, lease int64) (time.Time, error) {
 	return f.KeepAlive(ctx)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/stewardha/steward/backends"
@@ -168,11 +170,24 @@ func memberState(o *Observation, d Decision) (string, string) {
 			return StateCloning, "from the leader"
 		case ActRewind:
 			return StateRewinding, ""
+		case ActFence:
+			target := ""
+			if o.Cluster != nil {
+				target = formerLeader(o)
+			}
+			if f := o.Mem.Fence; f != nil && f.Term == o.Lead.Term && !f.Confirmed {
+				return StateFencing, fmt.Sprintf("retrying to fence the former primary %s; the last attempt failed (%s); no promotion until it succeeds (fencing.mode %s)",
+					target, f.Summary, o.FencingMode)
+			}
+			return StateFencing, fmt.Sprintf("fencing the former primary %s before promoting (fencing.mode %s)", target, o.FencingMode)
 		}
 		return string(o.Job.Kind), ""
 	}
 	if d.Action == ActStayDown {
 		return StateFailed, d.Reason
+	}
+	if d.Action == ActWait && o.Lead.Valid(o.Now) && strings.HasPrefix(d.Reason, "promotion waits") {
+		return StateFencing, d.Reason
 	}
 	if o.Mem.Diverged != nil {
 		return StateDiverged, o.Mem.Diverged.Reason

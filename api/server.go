@@ -89,6 +89,7 @@ func New(d Deps) http.Handler {
 	r.GET("/cluster", s.cluster)
 	r.GET("/history", s.history)
 	r.GET("/config", s.config)
+	registerActions(r, s) // actions.go: state-changing endpoints of the HA protocol
 	return r
 }
 

@@ -343,6 +343,8 @@ func managedParameter(name string) (fix string, managed bool) {
 		return "set postgres.pg_hba instead", true
 	case "data_directory":
 		return "set postgres.data_dir instead", true
+	case "config_file":
+		return "steward writes postgresql.conf in postgres.data_dir itself", true
 	case "primary_conninfo":
 		return "steward points every replica at the current leader itself", true
 	case "primary_slot_name":

@@ -52,7 +52,8 @@ func listJSON(t *testing.T, m *Member) map[string]any {
 func listMembers(t *testing.T, m *Member) map[string]map[string]any {
 	v := listJSON(t, m)
 	out := map[string]map[string]any{}
-	for _, x := range v["members"].([]any) {
+	list, _ := v["members"].([]any)
+	for _, x := range list {
 		mm := x.(map[string]any)
 		out[mm["name"].(string)] = mm
 	}

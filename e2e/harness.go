@@ -40,7 +40,8 @@ var binaryPath string
 // returns its path. race builds it with the race detector.
 func BuildBinary(dir string, race bool) (string, error) {
 	out := filepath.Join(dir, "steward")
-	args := []string{"build", "-o", out}
+	// Test builds carry the fault-injection points (agent/faults_on.go).
+	args := []string{"build", "-tags", "faultinject", "-o", out}
 	if race {
 		args = append(args, "-race")
 	}
@@ -250,7 +251,7 @@ func (m *Member) Start() {
 	cmd := exec.Command(c.binary, "agent", "--config", m.Config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = c.dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + c.dir, "GORACE=halt_on_error=1"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + c.dir, "GORACE=halt_on_error=1", "STEWARD_FAULTS=" + m.FaultDir()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: credential(c.T, c.runAs)}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -260,6 +261,25 @@ func (m *Member) Start() {
 	m.cmd = cmd
 	m.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(cmd, m.exited)
+}
+
+// FaultDir is where this member's fault files go (agent/faults_on.go).
+func (m *Member) FaultDir() string { return filepath.Join(m.c.dir, m.Name+".faults") }
+
+// Fault activates (on) or clears a fault injection point of the agent.
+func (m *Member) Fault(name string, on bool) {
+	m.c.T.Helper()
+	p := filepath.Join(m.FaultDir(), name)
+	if !on {
+		_ = os.Remove(p)
+		return
+	}
+	if err := os.MkdirAll(m.FaultDir(), 0o755); err != nil {
+		m.c.T.Fatal(err)
+	}
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		m.c.T.Fatal(err)
+	}
 }
 
 // Running reports whether the agent process runs.

@@ -9,7 +9,7 @@
 //     Rewind, so the server's role (primary, replica of whom, slot name) is
 //     always the one the agent asked for. standby.signal exists exactly when
 //     the server is configured as a replica. postgresql.auto.conf is left
-//     alone. User settings come from Options.Parameters and override the
+//     alone, except that Start removes the settings FencePeer wrote there. User settings come from Options.Parameters and override the
 //     defaults, except the ones derived from other options (listen_addresses,
 //     port, primary_conninfo, primary_slot_name), which New rejects.
 //   - A server it starts is always started with `pg_ctl start -W` and

@@ -236,6 +236,9 @@ func (b *Backend) start(ctx context.Context, role backends.Role, up *backends.Up
 	if role == backends.RolePrimary {
 		up = nil
 	}
+	if err := b.clearPeerFence(); err != nil {
+		return fmt.Errorf("start: removing fencing settings from postgresql.auto.conf: %w", err)
+	}
 	if err := b.writeConfig(role, up); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

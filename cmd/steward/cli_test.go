@@ -182,3 +182,12 @@ func TestListUnreachableEtcd(t *testing.T) {
 		t.Fatalf("list took %v against an unreachable etcd", d)
 	}
 }
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"list", "extra"}, {"version", "x"}, {"list", "--no-such-flag"}} {
+		_, stderr, code := runCLI(t, nil, args...)
+		if code != 2 {
+			t.Errorf("steward %v: exit %d, want 2 (%s)", args, code, stderr)
+		}
+	}
+}

@@ -28,6 +28,10 @@ import (
 	"github.com/stewardha/steward/dcs/etcd"
 )
 
+// defaultPGBinDir is where Debian's postgresql-15 installs the binaries; the
+// demo installs that package when they are missing there.
+const defaultPGBinDir = "/usr/lib/postgresql/15/bin"
+
 type demoOpts struct {
 	members   int
 	dir       string
@@ -59,7 +63,7 @@ Running as root, PostgreSQL runs as the "postgres" user.`,
 	f.StringVar(&o.dir, "dir", "", "directory for data and logs (default: a new temporary directory)")
 	f.BoolVar(&o.keep, "keep", false, "keep the demo directory after Ctrl-C")
 	f.DurationVar(&o.killAfter, "kill-primary-after", 0, "kill the primary (agent and PostgreSQL) this long after the cluster is up, and show the failover")
-	f.StringVar(&o.binDir, "bin-dir", "/usr/lib/postgresql/15/bin", "PostgreSQL binaries")
+	f.StringVar(&o.binDir, "bin-dir", defaultPGBinDir, "PostgreSQL binaries")
 	f.DurationVar(&o.ttl, "ttl", 10*time.Second, "leader key ttl")
 	f.DurationVar(&o.loopWait, "loop-wait", time.Second, "HA loop interval")
 	return cmd
@@ -152,7 +156,7 @@ func ensurePostgres(e *env, binDir string) error {
 	if _, err := os.Stat(filepath.Join(binDir, "pg_ctl")); err == nil {
 		return nil
 	}
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 || binDir != defaultPGBinDir {
 		return fmt.Errorf("PostgreSQL not found in %s: install it (apt-get install postgresql-15) or pass --bin-dir", binDir)
 	}
 	fmt.Fprintln(e.stdout, "PostgreSQL 15 is not installed: installing postgresql-15 with apt-get ...")
@@ -306,7 +310,8 @@ func (d *demo) startMember(i int) error {
 	lf := d.logs[cfg.Name]
 	if lf == nil {
 		var err error
-		lf, err = os.OpenFile(filepath.Join(d.dir, cfg.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		// <name>.log is PostgreSQL's own log (beside its data directory).
+		lf, err = os.OpenFile(filepath.Join(d.dir, cfg.Name+".agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Exit codes.
@@ -60,5 +61,21 @@ func run(e *env, args []string) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	if isUsage(err) {
+		fmt.Fprintln(e.stderr, "Run 'steward --help' for usage.")
+		return exitUsage
+	}
 	return exitFailure
+}
+
+// isUsage recognises cobra's own usage errors (unknown command, wrong number
+// of arguments), which it returns as plain errors.
+func isUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command ", "accepts ", "requires at least ", "requires at most ", "invalid argument "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -94,6 +94,7 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 	if cfg.Postgres != nil {
 		rewind, reinit = cfg.Postgres.UsePgRewind, cfg.Postgres.RemoveDataDirectoryOnRewindFailure
 	}
+	fencer, watchdog := buildFencing(cfg, log)
 	ag := agent.New(agent.Options{
 		Self: agent.Self{Name: cfg.Name, NoFailover: cfg.Tags.NoFailover, Priority: cfg.Tags.FailoverPriority,
 			NoSync: cfg.Tags.NoSync, Rewind: rewind, Reinit: reinit},
@@ -110,7 +111,11 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 		SafetyMargin: func(ttl time.Duration) time.Duration {
 			return cfg.Watchdog.Margin(ttl)
 		},
-		OnLoop: onLoop,
+		OnLoop:      onLoop,
+		Cluster:     cfg.Cluster,
+		Fencer:      fencer,
+		FencingMode: cfg.Fencing.Mode,
+		Watchdog:    watchdog,
 	})
 	srv, ln, err := newAPIServer(cfg, ag, store, log.With("component", "api"))
 	if err != nil {

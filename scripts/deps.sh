@@ -28,7 +28,7 @@ if [ ! -e "$policy" ]; then
 	$SUDO chmod +x "$policy"
 	created_policy=1
 fi
-cleanup() { [ $created_policy -eq 1 ] && $SUDO rm -f "$policy"; }
+cleanup() { if [ $created_policy -eq 1 ]; then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

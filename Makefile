@@ -108,6 +108,10 @@ DEB_FILE       := $(DEB_ROOT).deb
 
 .PHONY: install install-files deb
 
+# e2e/getting_started_test.go runs docs/getting-started.md, which uses curl;
+# systemd/units_test.go runs systemd-analyze (package systemd).
+DEB_PKGS += curl systemd
+
 install: build install-files
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@if [ ! -e "$(DESTDIR)$(SYSCONFDIR)/steward/steward.yml" ]; then \
@@ -120,7 +124,7 @@ install-files:
 		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d $(DESTDIR)$(DATADIR)/doc/steward
 	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/steward
 	for u in steward.service steward@.service; do \
-		sed 's|/usr/bin/steward|$(BINDIR)/steward|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		sed -e 's|/usr/bin/steward|$(BINDIR)/steward|g' -e 's|/usr/share/doc/steward|$(DATADIR)/doc/steward|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 packaging/steward.yml.example $(DESTDIR)$(SYSCONFDIR)/steward/steward.yml.example

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/stewardha/steward/backends"
@@ -79,6 +80,32 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 
 	case ActAcquire:
 		a.acquireAndPromote(ctx, o, d)
+
+	case ActSwitchover:
+		job := switchoverJob{request: *d.Switchover, cluster: o.Cluster, config: o.Config, term: o.Lead.Term, timeout: timeout}
+		if strings.Contains(d.Reason, "discarding") {
+			job.discard = d.Reason
+		}
+		a.startJob(ctx, ActSwitchover, func(ctx context.Context) error { return a.switchover(ctx, job) })
+
+	case ActRestart:
+		a.mu.Lock()
+		a.mem.RestartRequested = false
+		a.mu.Unlock()
+		role, up := backends.RoleReplica, d.Upstream
+		if o.DB.Writable && o.Lead.Valid(o.Now) {
+			role, up = backends.RolePrimary, nil
+		}
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := a.db.Stop(sctx, backends.StopFast)
+		cancel()
+		if err == nil {
+			sctx, cancel = context.WithTimeout(ctx, 2*timeout)
+			err = a.db.Start(sctx, role, up)
+			cancel()
+		}
+		a.logResult("restart the database (operator request)", err, "role", role)
+		a.noteFailure(ActRestart, err)
 
 	case ActFence:
 		// The job gets copies: the loop goes on using o meanwhile.
@@ -230,17 +257,32 @@ func (a *Agent) acquireAndPromote(ctx context.Context, o *Observation, d Decisio
 		return
 	}
 	a.setLead(l.Term, sent)
+	kind := "failover"
 	a.mu.Lock()
 	a.mem.Candidates = d.Candidates
+	if sw := d.Switchover; sw != nil {
+		if sw.Value.Phase == PhaseHandover {
+			// The former leader handed over after stopping: nothing to fence.
+			kind = "switchover"
+			a.mem.Fence = &FenceState{Term: l.Term, Target: sw.Value.Leader, Confirmed: true,
+				Summary: fmt.Sprintf("planned switchover: %s stopped cleanly at %s", sw.Value.Leader, sw.Value.FinalPosition)}
+		} else {
+			kind = "manual-failover"
+		}
+		a.mem.PendingSwitchover = sw
+	}
 	a.mu.Unlock()
 	a.log.Info("acquired the leader key", "term", l.Term, "reason", d.Reason)
 	o.Lead = LeadState{Held: true, Term: l.Term, Deadline: sent.Add(time.Hour)}
+	a.mu.Lock()
+	o.Mem = a.mem
+	a.mu.Unlock()
 	if _, blocked := fenceGate(o); blocked {
 		// The next loop fences the former primary first (rule 2).
 		a.Wake()
 		return
 	}
-	a.promote(ctx, o, d, "failover")
+	a.promote(ctx, o, d, kind)
 }
 
 // promote turns our replica into the primary while we hold the key.
@@ -302,19 +344,30 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	st := a.db.Observe(octx)
 	cancel()
-	old := a.lastLeaderName
-	if h := cur.LastHistory; old == "" && h != nil {
-		old = h.NewLeader
-	}
 	a.mu.Lock()
-	cands, fence := a.mem.Candidates, a.mem.Fence
-	a.mem.Candidates = nil
+	old := a.mem.FormerLeader
+	cands, fence, sw := a.mem.Candidates, a.mem.Fence, a.mem.PendingSwitchover
+	a.mem.Candidates, a.mem.PendingSwitchover = nil, nil
 	a.mu.Unlock()
+	if sw != nil {
+		a.consumeSwitchover(ctx, sw)
+		if sw.Value.Phase == PhaseHandover {
+			kind = "switchover"
+			old = sw.Value.Leader
+		} else {
+			kind = "manual-failover"
+		}
+	}
+	if old == "" && cur.LastHistory != nil && cur.LastHistory.NewLeader != a.name {
+		old = cur.LastHistory.NewLeader
+	}
 	if len(d.Candidates) > 0 {
 		cands = d.Candidates
 	}
 	reason := d.Reason
-	if fence != nil && fence.Term == lead.Term {
+	if kind == "switchover" && fence != nil {
+		reason += "; " + fence.Summary
+	} else if fence != nil && fence.Term == lead.Term {
 		if fence.Confirmed {
 			reason += "; former primary " + fence.Target + " fenced: " + fence.Summary
 		} else {
@@ -325,6 +378,9 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 		Timeline: st.Timeline, Promoted: st.Position, Reason: reason, Candidates: cands}
 	if cur.Status != nil {
 		rec.Position = cur.Status.Position
+	}
+	if sw != nil && !sw.Value.FinalPosition.IsZero() {
+		rec.Position = sw.Value.FinalPosition
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	if _, err := a.store.AppendHistory(hctx, rec); err != nil {
@@ -561,6 +617,9 @@ func (a *Agent) rewind(ctx context.Context, up backends.Upstream, div *backends.
 
 // reinit: wipe and clone again (only when configured, or asked for).
 func (a *Agent) reinit(ctx context.Context, up backends.Upstream, timeout time.Duration) error {
+	a.mu.Lock()
+	a.mem.ReinitRequested = false
+	a.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	_ = a.db.Stop(sctx, backends.StopFast)
 	cancel()

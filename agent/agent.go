@@ -474,6 +474,11 @@ func (a *Agent) step(ctx context.Context) {
 			a.log.Warn("ignoring an undecodable DCS record", "key", k, "err", e)
 		}
 		a.remember(cl, start)
+		a.mu.Lock()
+		if sw := cl.Switchover; sw != nil && sw.Version != a.mem.SwitchoverSeenVersion {
+			a.mem.SwitchoverSeenVersion, a.mem.SwitchoverSeenAt = sw.Version, start
+		}
+		a.mu.Unlock()
 	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	faultPoint("hang-observe") // test builds only: a database call that never returns
@@ -837,4 +842,57 @@ func (a *Agent) Shutdown(ctx context.Context, stopDatabase bool) {
 	if err := a.store.RevokeSession(ctx); err != nil {
 		a.log.Debug("revoking the session lease failed", "err", err)
 	}
+}
+
+// RequestRestart asks the loop to restart this member's database (steward
+// restart). pendingOnly: only when a setting waits for a restart.
+func (a *Agent) RequestRestart(pendingOnly bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.view.DB.State != backends.StateRunning {
+		return fmt.Errorf("the database of %s is %s, not running", a.name, a.view.DB.State)
+	}
+	if pendingOnly && !a.view.DB.PendingRestart {
+		return fmt.Errorf("%s has no setting waiting for a restart (--pending)", a.name)
+	}
+	a.mem.RestartRequested = true
+	a.wakeLocked()
+	return nil
+}
+
+// RequestReinit asks the loop to wipe this member's data directory and clone
+// it again from the leader (steward reinit). Refused on the leader.
+func (a *Agent) RequestReinit() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lead.Valid(a.now()) {
+		return fmt.Errorf("%s is the leader: reinit would wipe the primary; switch over first", a.name)
+	}
+	if a.job != nil {
+		return fmt.Errorf("%s is busy (%s in progress)", a.name, a.job.kind)
+	}
+	a.mem.ReinitRequested = true
+	a.wakeLocked()
+	return nil
+}
+
+func (a *Agent) wakeLocked() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// LiveStatus is PeerStatus with the database's positions read now, not at
+// the last loop: a switching-over leader waits on it for the candidate to
+// replay its final position.
+func (a *Agent) LiveStatus(ctx context.Context) PeerStatus {
+	st := a.PeerStatus(a.now())
+	octx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	db := a.db.Observe(octx)
+	if db.State == backends.StateRunning {
+		st.Position, st.Received, st.Replayed, st.Timeline, st.Writable = db.Position, db.Received, db.Replayed, db.Timeline, db.Writable
+	}
+	return st
 }

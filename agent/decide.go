@@ -35,6 +35,9 @@ const (
 	ActReacquire       Action = "reacquire"        // writable primary without a key (agent restarted after expiry): take the key back
 	ActLead            Action = "lead"             // healthy leader: publish status, keep slots
 	ActFence           Action = "fence"            // holding the key after a failover: fence the former primary before promoting
+	ActSwitchover      Action = "switchover"       // leader: carry out a planned switchover (rule 4)
+	ActRestart         Action = "restart"          // an operator asked to restart this member's database
+
 )
 
 // Decision is the outcome of decide: an action, its reason, and what it
@@ -45,6 +48,9 @@ type Decision struct {
 	Upstream *backends.Upstream // the leader to follow / clone / rewind from
 	// Peers considered for a failover (rule 8: recorded in history).
 	Candidates []dcs.Candidate
+	// Switchover is the request this decision carries out (as the old
+	// leader, or as the candidate taking the key).
+	Switchover *dcs.Versioned[dcs.Switchover]
 }
 
 func (d Decision) String() string { return string(d.Action) + ": " + d.Reason }
@@ -131,6 +137,17 @@ type Memory struct {
 	// races until WatchdogBrokenUntil.
 	WatchdogBroken      string
 	WatchdogBrokenUntil time.Time
+	// SwitchoverSeenVersion/At: the switchover request last seen and when
+	// (local clock): a named candidate that never takes over is given up on
+	// after handoverTimeout.
+	SwitchoverSeenVersion int64
+	SwitchoverSeenAt      time.Time
+	// RestartRequested / ReinitRequested: an operator asked for it (API).
+	RestartRequested bool
+	ReinitRequested  bool
+	// PendingSwitchover is the request this member took the key for, to
+	// consume (delete) and record once it promoted.
+	PendingSwitchover *dcs.Versioned[dcs.Switchover]
 	// LastJobError: the last background action that failed, and why.
 	LastJobError string
 	LastJobKind  Action
@@ -240,6 +257,20 @@ func decide(o *Observation) Decision {
 		return Decision{Action: ActWait, Reason: fmt.Sprintf("%s in progress for %v", o.Job.Kind, now.Sub(o.Job.Since).Round(time.Second))}
 	}
 
+	// Operator requests (steward reinit / restart).
+	if o.Mem.ReinitRequested {
+		if iLead {
+			return Decision{Action: ActWait, Reason: "reinit requested, but this member is the leader: refused (switch over first)"}
+		}
+		if up := upstreamOf(cl, leader, me); up != nil {
+			return Decision{Action: ActReinit, Reason: fmt.Sprintf("reinit requested by an operator: wiping the data directory and cloning from %s", up.Name), Upstream: up}
+		}
+		return Decision{Action: ActWait, Reason: "reinit requested: waiting for a leader to clone from"}
+	}
+	if o.Mem.RestartRequested && db.State == backends.StateRunning {
+		return Decision{Action: ActRestart, Reason: "restart requested by an operator", Upstream: upstreamOf(cl, leader, me)}
+	}
+
 	// No data directory yet.
 	if db.State == backends.StateUninitialized {
 		if iLead {
@@ -315,6 +346,10 @@ func decide(o *Observation) Decision {
 				}
 				return Decision{Action: ActLead, Reason: "primary cannot commit (" + o.Mem.UnhealthyReason + ") but no replica is eligible to take over: keeping the key"}
 			}
+			if d, ok := switchoverDecision(o); ok {
+				d.Switchover = cl.Switchover
+				return d
+			}
 			return Decision{Action: ActLead, Reason: "healthy leader"}
 		}
 		if paused {
@@ -346,6 +381,10 @@ func decide(o *Observation) Decision {
 	if leader == nil {
 		if paused {
 			return Decision{Action: ActWait, Reason: "no leader, but the cluster is paused: not promoting (rule 7)"}
+		}
+		if d, blocked := handoverDecision(o); blocked {
+			d.Switchover = cl.Switchover
+			return d
 		}
 		return raceDecision(o)
 	}

@@ -126,6 +126,9 @@ type Peers interface {
 	// Status fetches a member's live state from its REST API (bounded by
 	// ctx). An error means unreachable.
 	Status(ctx context.Context, apiURL string) (PeerStatus, error)
+	// LiveStatus is Status with the member's database positions read at
+	// the time of the request (GET /status/live).
+	LiveStatus(ctx context.Context, apiURL string) (PeerStatus, error)
 	// Failsafe asks a member to accept this member as leader while the DCS
 	// is unreachable (POST /failsafe). nil: accepted.
 	Failsafe(ctx context.Context, apiURL, leader string, term int64) error

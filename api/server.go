@@ -1,22 +1,26 @@
 // Package api is steward's REST API: Patroni-compatible health endpoints for
-// load balancers and probes, the member's own state for its peers, and the
-// cluster's state for operators.
+// load balancers and probes, the member's own state for its peers, the
+// cluster's state and dynamic configuration for operators, and Prometheus
+// metrics.
 //
 // Health answers come from the agent's in-memory view: no database or DCS
 // round trip per request, so a load balancer polling every few hundred
 // milliseconds costs nothing. /primary is judged at request time against the
 // lease deadline (rule 1), so it turns 503 the instant the deadline passes,
 // even when the HA loop is stuck.
+//
+// State-changing requests (POST, PATCH, PUT, DELETE) pass the guard of
+// Security (allowlist, client certificate, basic auth) and a body size
+// limit; they change nothing unless they answer 2xx.
 package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -27,6 +31,8 @@ import (
 	"github.com/stewardha/steward/dcs"
 )
 
+const jsonContentType = "application/json; charset=utf-8"
+
 // AgentView is what the API reads from the agent.
 type AgentView interface {
 	Snapshot() agent.View
@@ -35,24 +41,51 @@ type AgentView interface {
 	Wake()
 }
 
-// Store is what the API reads from the DCS (for /cluster, /history, /config).
+// Store is what the API needs of the DCS (for /cluster, /history, /config).
+// dcs/etcd implements it.
 type Store interface {
 	Load(ctx context.Context) (*dcs.Cluster, error)
 	History(ctx context.Context) ([]dcs.HistoryRecord, error)
+	// GetConfig reads the dynamic config JSON and its version
+	// (dcs.ErrNotFound when absent).
+	GetConfig(ctx context.Context) ([]byte, int64, error)
+	// CASConfig writes it if its version is still version (0: only if
+	// absent); dcs.ErrConflict otherwise.
+	CASConfig(ctx context.Context, cfg []byte, version int64) (int64, error)
 }
 
-// Deps are the API's collaborators.
+// Deps are the API's collaborators and settings.
 type Deps struct {
 	Agent   AgentView
 	Store   Store
 	Cluster string
 	Logger  *slog.Logger
 	Now     func() time.Time
+
+	// Security guards state-changing requests.
+	Security Security
+	// Metrics serves /metrics and counts requests (nil: a registry of the
+	// server's own, without the agent's event counters).
+	Metrics *Metrics
+	// Reload re-reads the configuration file (POST /reload, as SIGHUP).
+	// nil: POST /reload answers 503.
+	Reload func() error
+	// ValidateConfig adds this member's checks of a new dynamic config
+	// (e.g. the watchdog safety margin against ttl) to
+	// config.ParseDynamicJSON's. Its *config.Errors name the fields.
+	ValidateConfig func(config.Dynamic) error
+	// MaxBodyBytes bounds request bodies (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// DCSTimeout bounds each DCS call of a request (default 5s).
+	DCSTimeout time.Duration
 }
 
 // Server holds the handlers.
 type Server struct {
-	d Deps
+	d        Deps
+	authHash *credentials
+	metrics  *Metrics
+	bodies   bodyCache
 }
 
 // New returns the API as an http.Handler.
@@ -63,203 +96,120 @@ func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{d: d}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if d.DCSTimeout <= 0 {
+		d.DCSTimeout = 5 * time.Second
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(MetricsOptions{Cluster: d.Cluster})
+	}
+	s := &Server{d: d, metrics: d.Metrics}
+	if d.Security.Username != "" || d.Security.Password != "" {
+		s.authHash = newCredentials(d.Security.Username, d.Security.Password)
+	}
+	s.metrics.attach(d.Agent, d.Now)
+
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery())
+	_ = r.SetTrustedProxies(nil) // never believe X-Forwarded-For
 	r.HandleMethodNotAllowed = true
+	r.Use(s.countRequests, gin.CustomRecoveryWithWriter(discard{}, s.recovered), s.guard)
+	r.NoRoute(func(c *gin.Context) { s.fail(c, http.StatusNotFound, "no such endpoint: "+c.Request.URL.Path) })
+	r.NoMethod(func(c *gin.Context) {
+		s.fail(c, http.StatusMethodNotAllowed, c.Request.Method+" is not allowed on "+c.Request.URL.Path)
+	})
 
-	health := func(path string, check func(*gin.Context, *snapshot) bool) {
+	health := func(check healthCheck, paths ...string) {
 		h := func(c *gin.Context) { s.health(c, check) }
-		r.GET(path, h)
-		r.HEAD(path, h)
-		r.OPTIONS(path, h)
+		for _, p := range paths {
+			r.GET(p, h)
+			r.HEAD(p, h)
+			r.OPTIONS(p, h)
+		}
 	}
-	for _, p := range []string{"/primary", "/leader", "/read-write", "/master"} {
-		health(p, isPrimary)
-	}
-	health("/replica", isReplica)
-	health("/read-only", func(c *gin.Context, s *snapshot) bool { return isPrimary(c, s) || isReplica(c, s) })
-	health("/health", func(_ *gin.Context, s *snapshot) bool { return s.v.DB.State == backends.StateRunning })
-	health("/liveness", isLive)
-	health("/readiness", isReady)
+	health(isPrimary, "/primary", "/leader", "/read-write", "/master")
+	health(isStandbyLeader, "/standby-leader", "/standby_leader")
+	health(isReplica, "/replica")
+	health(isReadOnly, "/read-only")
+	health(isSync, "/synchronous", "/sync")
+	health(isQuorum, "/quorum")
+	health(isAsync, "/asynchronous", "/async")
+	health(isReadOnlySync, "/read-only-sync", "/read-only-synchronous")
+	health(isReadOnlyQuorum, "/read-only-quorum")
+	health(isHealthy, "/health")
+	health(isLive, "/liveness")
+	health(isReady, "/readiness")
 
-	r.GET("/", s.status)
-	r.GET("/status", s.status)
+	// GET / is this member in full, with /primary's status code (Patroni's
+	// GET / is the primary check; HAProxy's bare `option httpchk` sends
+	// OPTIONS /). GET /status always answers 200: peers read it.
+	r.GET("/", func(c *gin.Context) { s.status(c, true) })
+	r.HEAD("/", func(c *gin.Context) { s.health(c, isPrimary) })
+	r.OPTIONS("/", func(c *gin.Context) { s.health(c, isPrimary) })
+	r.GET("/status", func(c *gin.Context) { s.status(c, false) })
 	r.GET("/cluster", s.cluster)
 	r.GET("/history", s.history)
-	r.GET("/config", s.config)
+	r.GET("/config", s.getConfig)
+	r.PATCH("/config", s.patchConfig)
+	r.PUT("/config", s.putConfig)
+	r.POST("/reload", s.reload)
+	mh := s.metrics.Handler()
+	r.GET("/metrics", gin.WrapH(mh))
 	registerActions(r, s) // actions.go: state-changing endpoints of the HA protocol
 	return r
 }
 
-// snapshot is the view one request judges, read once.
-type snapshot struct {
-	v        agent.View
-	now      time.Time
-	deadline time.Time
+// fail answers an error with a JSON body naming what is wrong.
+func (s *Server) fail(c *gin.Context, code int, msg string) {
+	c.JSON(code, errorBody{Error: msg})
 }
 
-func (s *Server) snap() *snapshot {
-	return &snapshot{v: s.d.Agent.Snapshot(), now: s.d.Now(), deadline: s.d.Agent.LeaseDeadline()}
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func (s *Server) recovered(c *gin.Context, err any) {
+	s.d.Logger.Error("API handler panicked", "method", c.Request.Method, "path", c.Request.URL.Path, "panic", fmt.Sprint(err))
+	s.fail(c, http.StatusInternalServerError, "internal error")
+	c.Abort()
 }
 
-// leaderNow: this member holds the lease by its own deadline at this instant.
-func (sn *snapshot) leaderNow() bool { return !sn.deadline.IsZero() && sn.now.Before(sn.deadline) }
-
-func isPrimary(_ *gin.Context, sn *snapshot) bool {
-	return sn.leaderNow() && sn.v.DB.State == backends.StateRunning && sn.v.DB.Writable
+// countRequests feeds steward_api_requests_total: the route template (never
+// the raw URL, so that the label set stays bounded) and the status code.
+func (s *Server) countRequests(c *gin.Context) {
+	c.Next()
+	path := c.FullPath()
+	if path == "" {
+		path = "unmatched"
+	}
+	s.metrics.apiRequest(path, statusText(c.Writer.Status()))
 }
 
-// isReplica: a running replica that load balancers may send reads to, with
-// the request's filters (lag, replication_state, tag_*).
-func isReplica(c *gin.Context, sn *snapshot) bool {
-	db := sn.v.DB
-	m := sn.v.Member
-	if db.State != backends.StateRunning || !db.InRecovery || m.NoLoadBalance || sn.leaderNow() {
-		return false
+var statusTexts = func() map[int]string {
+	m := map[int]string{}
+	for code := 100; code < 600; code++ {
+		m[code] = strconv.Itoa(code)
 	}
-	if !lagOK(c, sn, -1) {
-		return false
+	return m
+}()
+
+func statusText(code int) string {
+	if t, ok := statusTexts[code]; ok {
+		return t
 	}
-	if rs := c.Query("replication_state"); rs != "" && !(rs == "streaming" && db.Streaming) && rs != db.ReceiverState {
-		return false
-	}
-	for k, vals := range c.Request.URL.Query() {
-		tag, ok := strings.CutPrefix(k, "tag_")
-		if !ok {
-			continue
-		}
-		if got, ok := memberTag(m, tag); !ok || got != vals[0] {
-			return false
-		}
-	}
-	return true
+	return strconv.Itoa(code)
 }
 
-// lagOK checks ?lag= (a size like 1MB or bytes: replay lag in bytes; a
-// duration like 10s: replay delay). def applies when no ?lag is given (-1:
-// no limit).
-func lagOK(c *gin.Context, sn *snapshot, def int64) bool {
-	q := c.Query("lag")
-	m := sn.v.Member
-	if q == "" {
-		return def < 0 || (m.LagBytes >= 0 && m.LagBytes <= def)
-	}
-	if d, ok := parseLagDuration(q); ok {
-		return replayDelay(sn) <= d
-	}
-	sz, err := config.ParseSize(q)
-	if err != nil {
-		return false
-	}
-	return m.LagBytes >= 0 && m.LagBytes <= int64(sz)
-}
-
-// parseLagDuration accepts Go durations with a unit ("10s", "500ms"); a bare
-// number is a size in bytes (Patroni's meaning).
-func parseLagDuration(q string) (time.Duration, bool) {
-	if _, err := strconv.ParseFloat(q, 64); err == nil {
-		return 0, false
-	}
-	d, err := time.ParseDuration(q)
-	if err != nil || d < 0 {
-		return 0, false
-	}
-	return d, true
-}
-
-// replayDelay is how far behind the primary this replica's applied data is
-// in time: zero when it has replayed everything it received and streams
-// (an idle primary makes the last commit old without any lag), otherwise the
-// age of the last replayed commit.
-func replayDelay(sn *snapshot) time.Duration {
-	db := sn.v.DB
-	if db.Streaming && db.Replayed.LSN >= db.Received.LSN && sn.v.Member.LagBytes == 0 {
-		return 0
-	}
-	if db.ReplayTime.IsZero() {
-		return time.Duration(1<<62 - 1)
-	}
-	return sn.now.Sub(db.ReplayTime)
-}
-
-func isLive(_ *gin.Context, sn *snapshot) bool {
-	if sn.v.Config.Paused {
-		return true
-	}
-	ttl := sn.v.Config.TTL.D()
-	if !sn.leaderNow() {
-		ttl *= 2
-	}
-	return !sn.v.LoopAt.IsZero() && sn.now.Sub(sn.v.LoopAt) <= ttl
-}
-
-func isReady(c *gin.Context, sn *snapshot) bool {
-	if isPrimary(c, sn) {
-		return true
-	}
-	db := sn.v.DB
-	if db.State != backends.StateRunning || !db.InRecovery || !db.Streaming {
-		return false
-	}
-	return lagOK(c, sn, int64(sn.v.Config.MaximumLagOnFailover))
-}
-
-func memberTag(m dcs.Member, k string) (string, bool) {
-	switch k {
-	case "nofailover":
-		return strconv.FormatBool(m.NoFailover), true
-	case "noloadbalance":
-		return strconv.FormatBool(m.NoLoadBalance), true
-	case "nosync":
-		return strconv.FormatBool(m.NoSync), true
-	case "failover_priority":
-		return strconv.Itoa(m.Priority), true
-	}
-	v, ok := m.Tags[k]
-	return v, ok
-}
-
-// healthBody is the JSON body of every health endpoint.
-type healthBody struct {
-	Name     string            `json:"name"`
-	Role     string            `json:"role"`
-	State    string            `json:"state"`
-	Timeline int64             `json:"timeline,omitempty"`
-	Lag      int64             `json:"lag"`
-	Position string            `json:"position,omitempty"`
-	Leader   string            `json:"leader,omitempty"`
-	IsLeader bool              `json:"is_leader"`
-	Paused   bool              `json:"paused"`
-	Tags     map[string]string `json:"tags,omitempty"`
-}
-
-func (s *Server) health(c *gin.Context, check func(*gin.Context, *snapshot) bool) {
-	sn := s.snap()
-	code := http.StatusServiceUnavailable
-	if check(c, sn) {
-		code = http.StatusOK
-	}
-	if c.Request.Method != http.MethodGet {
-		c.Status(code)
-		return
-	}
-	m := sn.v.Member
-	b := healthBody{Name: m.Name, Role: m.Role, State: m.State, Timeline: m.Timeline, Lag: m.LagBytes,
-		Position: m.Position.String(), IsLeader: sn.leaderNow(), Paused: sn.v.Config.Paused, Tags: m.Tags}
-	if sn.v.Cluster != nil && sn.v.Cluster.Leader != nil {
-		b.Leader = sn.v.Cluster.Leader.Name
-	}
-	c.JSON(code, b)
-}
-
-// statusBody is GET /status: everything this member knows about itself.
-type statusBody struct {
+// StatusBody is GET /status (and GET /): everything this member knows about
+// itself. It embeds agent.PeerStatus, which peers decode.
+type StatusBody struct {
 	agent.PeerStatus
 	Member        dcs.Member      `json:"member"`
 	Database      backends.Status `json:"database"`
 	Decision      string          `json:"decision"`
+	Lag           int64           `json:"lag"` // replica: bytes behind the leader (-1 unknown); primary: 0
 	LeaseDeadline string          `json:"lease_deadline,omitempty"`
 	LeaseLeftSec  float64         `json:"lease_remaining_seconds"`
 	LoopAt        time.Time       `json:"last_loop"`
@@ -269,26 +219,34 @@ type statusBody struct {
 	Cluster       string          `json:"cluster"`
 }
 
-func (s *Server) status(c *gin.Context) {
+func (s *Server) status(c *gin.Context, primaryCode bool) {
 	sn := s.snap()
-	b := statusBody{
+	b := StatusBody{
 		PeerStatus: s.d.Agent.PeerStatus(sn.now),
 		Member:     sn.v.Member, Database: sn.v.DB, Decision: sn.v.Decision,
 		LoopAt: sn.v.LoopAt, DCSLastSeen: sn.v.DCSAt, DCSError: sn.v.DCSError, Config: sn.v.Config, Cluster: s.d.Cluster,
+		Lag: sn.v.Member.LagBytes,
+	}
+	if sn.v.Member.Role == dcs.RoleReplica {
+		b.Lag = byteLag(&sn.v)
 	}
 	if sn.leaderNow() {
 		b.LeaseDeadline = "in " + sn.deadline.Sub(sn.now).Round(time.Millisecond).String()
 		b.LeaseLeftSec = sn.deadline.Sub(sn.now).Seconds()
 	}
-	c.JSON(http.StatusOK, b)
+	code := http.StatusOK
+	if primaryCode && !isPrimary(sn, &healthQuery{}) {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, b)
 }
 
 func (s *Server) cluster(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.d.DCSTimeout)
 	defer cancel()
 	cl, err := s.d.Store.Load(ctx)
 	if err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "cannot read the DCS: " + err.Error()})
+		s.fail(c, http.StatusServiceUnavailable, "cannot read the DCS: "+err.Error())
 		return
 	}
 	c.JSON(http.StatusOK, ClusterBody(s.d.Cluster, cl))
@@ -297,7 +255,10 @@ func (s *Server) cluster(c *gin.Context) {
 // ClusterMember is one member in GET /cluster.
 type ClusterMember struct {
 	dcs.Member
-	IsLeader bool `json:"is_leader"`
+	// Host and Port of the member's database (from db_address).
+	Host     string `json:"host,omitempty"`
+	Port     int    `json:"port,omitempty"`
+	IsLeader bool   `json:"is_leader"`
 }
 
 // ClusterView is GET /cluster.
@@ -326,7 +287,12 @@ func ClusterBody(name string, cl *dcs.Cluster) ClusterView {
 		v.Switchover = &sw
 	}
 	for _, m := range sortedMembers(cl) {
-		v.Members = append(v.Members, ClusterMember{Member: m, IsLeader: cl.Leader != nil && cl.Leader.Name == m.Name})
+		cm := ClusterMember{Member: m, IsLeader: cl.Leader != nil && cl.Leader.Name == m.Name}
+		if h, p, err := net.SplitHostPort(m.DBURL); err == nil {
+			cm.Host = h
+			cm.Port, _ = strconv.Atoi(p)
+		}
+		v.Members = append(v.Members, cm)
 	}
 	return v
 }
@@ -345,26 +311,15 @@ func sortedMembers(cl *dcs.Cluster) []dcs.Member {
 }
 
 func (s *Server) history(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.d.DCSTimeout)
 	defer cancel()
 	h, err := s.d.Store.History(ctx)
 	if err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "cannot read the DCS: " + err.Error()})
+		s.fail(c, http.StatusServiceUnavailable, "cannot read the DCS: "+err.Error())
 		return
+	}
+	if h == nil {
+		h = []dcs.HistoryRecord{}
 	}
 	c.JSON(http.StatusOK, h)
-}
-
-func (s *Server) config(c *gin.Context) {
-	v := s.d.Agent.Snapshot()
-	if v.Cluster == nil || v.Cluster.Config == nil {
-		c.JSON(http.StatusOK, v.Config)
-		return
-	}
-	var raw json.RawMessage = v.Cluster.Config.Value
-	if !json.Valid(raw) {
-		c.JSON(http.StatusBadGateway, gin.H{"error": fmt.Sprintf("the DCS config is not valid JSON")})
-		return
-	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", raw)
 }

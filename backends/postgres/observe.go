@@ -93,6 +93,9 @@ func (b *Backend) observeStopped(ctx context.Context) backends.Status {
 	case cleanShutdown(state):
 		st.State = backends.StateStopped
 		st.Reason = "not running (" + state + ")"
+		// Where its history ends: a primary stopped for a switchover hands
+		// over only once the candidate replayed this position (rule 4).
+		st.Timeline, st.Position.LSN = b.stoppedEnd(ctx, cd)
 	case backupLabel == nil:
 		st.State = backends.StateStopped
 		st.Reason = "not running: fresh base backup or rewind (backup_label present), ready to start as a replica"
@@ -301,4 +304,26 @@ func (b *Backend) identifyLocal(ctx context.Context) (identifySystem, error) {
 	}
 	defer closePgConn(c)
 	return runIdentifySystem(ctx, c)
+}
+
+// stoppedEnd returns the timeline and end of WAL of a cleanly stopped server
+// (0, 0 when unknown), cached per checkpoint location.
+func (b *Backend) stoppedEnd(ctx context.Context, cd controlData) (int64, uint64) {
+	ckpt := cd.lsn("Latest checkpoint location")
+	b.staticMu.Lock()
+	if ckpt != 0 && ckpt == b.stoppedCkpt {
+		tli, end := b.stoppedTLI, b.stoppedPos
+		b.staticMu.Unlock()
+		return tli, end
+	}
+	b.staticMu.Unlock()
+	h, err := b.readLocalHistory(ctx)
+	if err != nil {
+		b.log.Debug("end of WAL of the stopped server unknown", "error", err)
+		return 0, 0
+	}
+	b.staticMu.Lock()
+	b.stoppedCkpt, b.stoppedTLI, b.stoppedPos = ckpt, h.timeline, h.position
+	b.staticMu.Unlock()
+	return h.timeline, h.position
 }

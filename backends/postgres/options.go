@@ -116,6 +116,11 @@ type Backend struct {
 	version  string    // cached server_version
 	tli      int64     // cached replay timeline of a standby
 	tliAt    time.Time // when tli was read
+	// stopped caches the end of WAL of a cleanly stopped server, keyed by
+	// its control file's checkpoint location (reading it runs pg_waldump).
+	stoppedCkpt uint64
+	stoppedTLI  int64
+	stoppedPos  uint64
 
 	// op is the data-directory operation in progress (bootstrap, clone,
 	// rewind, wipe), for Observe; nil when none.

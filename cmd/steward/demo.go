@@ -40,6 +40,7 @@ type demoOpts struct {
 	binDir    string
 	ttl       time.Duration
 	loopWait  time.Duration
+	backend   string // postgres or mysql
 }
 
 func newDemoCmd(e *env) *cobra.Command {
@@ -54,7 +55,12 @@ PostgreSQL) is killed after that delay and the failover is printed as a
 timeline: detected, candidates, promoted, rejoined.
 
 Ctrl-C stops everything and removes the demo directory (unless --keep).
-Running as root, PostgreSQL runs as the "postgres" user.`,
+Running as root, PostgreSQL runs as the "postgres" user.
+
+With --backend mysql the members are MariaDB servers instead (Debian's
+mariadb-server, installed when missing and running as root): each data
+directory is initialized with steward's account, and each agent starts its
+mariadbd through mysql.start_command (as the "mysql" user when root).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(e, o) },
 	}
@@ -66,6 +72,7 @@ Running as root, PostgreSQL runs as the "postgres" user.`,
 	f.StringVar(&o.binDir, "bin-dir", defaultPGBinDir, "PostgreSQL binaries")
 	f.DurationVar(&o.ttl, "ttl", 10*time.Second, "leader key ttl")
 	f.DurationVar(&o.loopWait, "loop-wait", time.Second, "HA loop interval")
+	f.StringVar(&o.backend, "backend", "postgres", "database of the members: postgres or mysql (MariaDB)")
 	return cmd
 }
 
@@ -94,8 +101,17 @@ func runDemo(e *env, o demoOpts) error {
 	if o.ttl < 3*time.Second || o.ttl%time.Second != 0 {
 		return usageErr(fmt.Errorf("--ttl %v: expected whole seconds, at least 3s", o.ttl))
 	}
-	if err := ensurePostgres(e, o.binDir); err != nil {
-		return err
+	switch o.backend {
+	case "postgres":
+		if err := ensurePostgres(e, o.binDir); err != nil {
+			return err
+		}
+	case "mysql":
+		if err := ensureMariaDB(e); err != nil {
+			return err
+		}
+	default:
+		return usageErr(fmt.Errorf("--backend %q: expected postgres or mysql", o.backend))
 	}
 	d := &demo{e: e, o: o, start: time.Now(), nodes: map[string]*node{}, logs: map[string]*os.File{}, printed: map[string]string{}}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -200,9 +216,12 @@ func (d *demo) setup() error {
 	runAs := ""
 	if os.Geteuid() == 0 {
 		runAs = "postgres"
+		if d.o.backend == "mysql" {
+			runAs = "mysql"
+		}
 		u, err := user.Lookup(runAs)
 		if err != nil {
-			return fmt.Errorf("running as root, PostgreSQL must run as the postgres user: %w", err)
+			return fmt.Errorf("running as root, the database must run as the %s user: %w", runAs, err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
@@ -239,6 +258,9 @@ func (d *demo) setup() error {
 	}
 	for i := 1; i <= d.o.members; i++ {
 		name := fmt.Sprintf("pg%d", i)
+		if d.o.backend == "mysql" {
+			name = fmt.Sprintf("my%d", i)
+		}
 		apiPort, err := freePort()
 		if err != nil {
 			return err
@@ -247,7 +269,13 @@ func (d *demo) setup() error {
 		if err != nil {
 			return err
 		}
-		yml := fmt.Sprintf(`# steward demo member %[1]s
+		var yml string
+		if d.o.backend == "mysql" {
+			if yml, err = d.mysqlMember(i, name, cu.String(), apiPort, pgPort, runAs); err != nil {
+				return err
+			}
+		} else {
+			yml = fmt.Sprintf(`# steward demo member %[1]s
 cluster: demo
 name: %[1]s
 etcd:
@@ -271,6 +299,7 @@ postgres:
   run_as: %[10]s
 log: {level: info, format: text}
 `, name, cu.String(), d.o.ttl, d.o.loopWait, retryFor(d.o.ttl, d.o.loopWait), apiPort, filepath.Join(dir, name), d.o.binDir, pgPort, orDefault(runAs, "postgres"))
+		}
 		path := filepath.Join(dir, name+".yml")
 		if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
 			return err
@@ -322,6 +351,10 @@ func (d *demo) startMember(i int) error {
 		return fmt.Errorf("starting %s: %w", cfg.Name, err)
 	}
 	d.nodes[cfg.Name] = n
+	if cfg.MySQL != nil {
+		d.say("started %s: MariaDB on %s, REST API on http://%s (log: %s)", cfg.Name, cfg.MySQL.Address, cfg.API.Listen, lf.Name())
+		return nil
+	}
 	d.say("started %s: PostgreSQL on %s, REST API on http://%s (log: %s)", cfg.Name, cfg.Postgres.Listen, cfg.API.Listen, lf.Name())
 	return nil
 }
@@ -387,6 +420,10 @@ func (d *demo) printTable() {
 
 func (d *demo) printHelp() {
 	c := d.cfgs[0]
+	if c.MySQL != nil {
+		d.printHelpMySQL()
+		return
+	}
 	exe, _ := os.Executable()
 	fmt.Fprintf(d.e.stdout, `Try, in another terminal:
   %[1]s list --config %[2]s   # the cluster table
@@ -413,14 +450,18 @@ func (d *demo) failover(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintln(d.e.stdout)
-	d.say("FAILOVER: killing the primary %s (its agent and PostgreSQL, like kill -9 of the host)", old)
+	dbName := "PostgreSQL"
+	if oldCfg.MySQL != nil {
+		dbName = "MariaDB"
+	}
+	d.say("FAILOVER: killing the primary %s (its agent and %s, like kill -9 of the host)", old, dbName)
 	t0 := time.Now()
 	at := func() string { return fmt.Sprintf("t+%.2fs", time.Since(t0).Seconds()) }
 	n := d.nodes[old]
 	n.cancel() // the agent stops at once: it renews nothing and restarts nothing
-	killPostmaster(oldCfg.Postgres.DataDir)
+	d.killDB(oldCfg, false)
 	n.crash()
-	killPostmaster(oldCfg.Postgres.DataDir) // in case the loop restarted it before it saw the cancel
+	d.killDB(oldCfg, false) // in case the loop restarted it before it saw the cancel
 	delete(d.nodes, old)
 	d.say("  %s  %s is down; its leader key lives until its lease expires (ttl %v after the last renewal)", at(), old, d.o.ttl)
 	var newLeader string
@@ -584,7 +625,7 @@ func (d *demo) cleanup() {
 		}
 	}
 	for _, c := range d.cfgs {
-		killPostmaster(c.Postgres.DataDir)
+		d.killDB(c, true)
 	}
 	if d.store != nil {
 		d.store.Close()
@@ -603,4 +644,152 @@ func (d *demo) cleanup() {
 		}
 	}
 	d.say("demo stopped; nothing left running")
+}
+
+// The MySQL/MariaDB members of `steward demo --backend mysql`.
+
+// mariadbd and mariadbInstallDB are Debian's mariadb-server programs.
+const (
+	mariadbd         = "/usr/sbin/mariadbd"
+	mariadbInstallDB = "/usr/bin/mariadb-install-db"
+)
+
+// ensureMariaDB installs mariadb-server and mariadb-client when the server
+// is missing and we may (root with apt-get), and otherwise says how to.
+func ensureMariaDB(e *env) error {
+	have := func() bool {
+		for _, p := range []string{mariadbd, mariadbInstallDB, "/usr/bin/mariadb-dump", "/usr/bin/mariadb"} {
+			if _, err := os.Stat(p); err != nil {
+				return false
+			}
+		}
+		return true
+	}
+	if have() {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("MariaDB not found (" + mariadbd + "): install it (apt-get install mariadb-server mariadb-client)")
+	}
+	fmt.Fprintln(e.stdout, "MariaDB is not installed: installing mariadb-server and mariadb-client with apt-get ...")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "--no-install-recommends", "mariadb-server", "mariadb-client"}} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		cmd.Stdout, cmd.Stderr = io.Discard, e.stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("apt-get %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	if !have() {
+		return errors.New("MariaDB still not found after installing mariadb-server")
+	}
+	return nil
+}
+
+// mysqlMember initializes member i's MariaDB data directory as an operator
+// would (mariadb-install-db with steward's account; the server is started
+// later by the agent through mysql.start_command) and returns its config.
+func (d *demo) mysqlMember(i int, name, etcdURL string, apiPort, dbPort int, runAs string) (string, error) {
+	mdir := filepath.Join(d.dir, name)
+	data := filepath.Join(mdir, "data")
+	if err := os.MkdirAll(mdir, 0o755); err != nil {
+		return "", err
+	}
+	userLine := ""
+	if runAs != "" {
+		userLine = "user=" + runAs + "\n"
+		u, err := user.Lookup(runAs)
+		if err != nil {
+			return "", err
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(mdir, uid, gid); err != nil {
+			return "", err
+		}
+	}
+	cnf := filepath.Join(mdir, "my.cnf")
+	conf := fmt.Sprintf("[mariadbd]\n%sdatadir=%s\ntmpdir=%s\nsocket=%s/mariadbd.sock\npid-file=%s/mariadbd.pid\nlog_error=%s/mariadbd.err\n"+
+		"port=%d\nbind-address=127.0.0.1\nskip-name-resolve\nserver_id=%d\nreport_host=%s\nreport_port=%d\n"+
+		"log_bin=%s/binlog\nrelay_log=%s/relay-bin\nbinlog_format=ROW\nlog_slave_updates=ON\ngtid_domain_id=0\ngtid_strict_mode=ON\n"+
+		"sync_binlog=1\ninnodb_flush_log_at_trx_commit=1\nread_only=ON\nskip_slave_start=ON\nslave_net_timeout=10\n"+
+		"innodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\nperformance_schema=OFF\nmax_connections=100\n",
+		userLine, data, mdir, mdir, data, mdir, dbPort, i, name, dbPort, data, data)
+	setup := filepath.Join(mdir, "setup.sql")
+	sqlText := "FLUSH PRIVILEGES;\nCREATE USER 'steward'@'127.0.0.1' IDENTIFIED BY 'demo';\n" +
+		"GRANT ALL PRIVILEGES ON *.* TO 'steward'@'127.0.0.1' WITH GRANT OPTION;\n"
+	if err := os.WriteFile(cnf, []byte(conf), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(setup, []byte(sqlText), 0o644); err != nil {
+		return "", err
+	}
+	args := []string{"--defaults-file=" + cnf, "--skip-test-db", "--extra-file=" + setup}
+	if runAs != "" {
+		args = append(args, "--user="+runAs)
+	}
+	if out, err := exec.Command(mariadbInstallDB, args...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mariadb-install-db for %s: %v: %s", name, err, out)
+	}
+	return fmt.Sprintf(`# steward demo member %[1]s (MariaDB)
+cluster: demo
+name: %[1]s
+etcd:
+  endpoints: [%[2]s]
+bootstrap:
+  ttl: %[3]s
+  loop_wait: %[4]s
+  retry_timeout: %[5]s
+api:
+  listen: 127.0.0.1:%[6]d
+mysql:
+  address: 127.0.0.1:%[7]d
+  user: steward
+  password: demo
+  replication: {username: repl, password: demo-rep}
+  data_dir: %[8]s
+  start_command: [%[9]s, "--defaults-file=%[10]s"]
+log: {level: info, format: text}
+`, name, etcdURL, d.o.ttl, d.o.loopWait, retryFor(d.o.ttl, d.o.loopWait), apiPort, dbPort, data, mariadbd, cnf), nil
+}
+
+func (d *demo) printHelpMySQL() {
+	c := d.cfgs[0]
+	exe, _ := os.Executable()
+	_, port, _ := net.SplitHostPort(c.MySQL.Address)
+	fmt.Fprintf(d.e.stdout, `Try, in another terminal:
+  %[1]s list --config %[2]s   # the cluster table
+  curl -s -o /dev/null -w '%%{http_code}\n' http://%[3]s/primary   # 200 on the primary, 503 elsewhere
+  mariadb -h127.0.0.1 -P%[4]s -usteward -pdemo -e 'SHOW SLAVE STATUS\G'
+To watch a failover: run the demo with --kill-primary-after 20s, or kill -9 the
+primary's mariadbd and see what the agents do (logs in %[5]s).
+
+`, exe, filepath.Join(d.dir, c.Name+".yml"), c.API.Listen, port, d.dir)
+}
+
+// killDB kills a member's database: PostgreSQL's postmaster, or mariadbd
+// (SIGKILL; with graceful, SIGTERM first and SIGKILL after 10 s).
+func (d *demo) killDB(cfg *config.Config, graceful bool) {
+	if cfg.MySQL == nil {
+		killPostmaster(cfg.Postgres.DataDir)
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.MySQL.DataDir, "mariadbd.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return
+	}
+	if graceful {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		for i := 0; i < 500 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 250 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/stewardha/steward/agent"
-	"github.com/stewardha/steward/api"
+	"github.com/stewardha/steward/backends/mysql"
 	"github.com/stewardha/steward/backends/postgres"
 	"github.com/stewardha/steward/config"
 	"github.com/stewardha/steward/dcs/etcd"
@@ -58,7 +58,27 @@ func buildBackend(cfg *config.Config, log *slog.Logger) (agent.Backend, string, 
 		})
 		return b, p.ConnectAddress, err
 	}
-	return nil, "", errors.New("mysql: the MySQL/MariaDB backend is not available in this build yet")
+	if m := cfg.MySQL; m != nil {
+		b, err := mysql.New(mysql.Options{
+			Member:         cfg.Name,
+			Address:        m.Address,
+			ConnectAddress: m.ConnectAddress,
+			User:           m.User,
+			Password:       m.Password,
+			Replication:    mysql.Credentials{Username: m.Replication.Username, Password: m.Replication.Password},
+			DataDir:        m.DataDir,
+			StartCommand:   m.StartCommand,
+			StopCommand:    m.StopCommand,
+			CloneCommand:   m.CloneCommand,
+			Logger:         log.With("component", "mysql"),
+			QueryTimeout:   cfg.Bootstrap.RetryTimeout.D(),
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		return b, m.ConnectAddress, nil
+	}
+	return nil, "", errors.New("no database configured: set exactly one of postgres or mysql")
 }
 
 // node is one running member: its agent loop, its API server and its DCS
@@ -95,12 +115,18 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 		rewind, reinit = cfg.Postgres.UsePgRewind, cfg.Postgres.RemoveDataDirectoryOnRewindFailure
 	}
 	fencer, watchdog := buildFencing(cfg, log)
+	metrics := newMetrics(cfg)
+	peers, err := newPeerClient(cfg)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	ag := agent.New(agent.Options{
 		Self: agent.Self{Name: cfg.Name, NoFailover: cfg.Tags.NoFailover, Priority: cfg.Tags.FailoverPriority,
 			NoSync: cfg.Tags.NoSync, Rewind: rewind, Reinit: reinit},
 		Store:     store,
 		Backend:   db,
-		Peers:     api.NewClient(nil, cfg.API.Username, cfg.API.Password),
+		Peers:     peers,
 		Logger:    log.With("component", "agent"),
 		APIURL:    apiURL(cfg),
 		DBAddress: dbAddr,
@@ -116,8 +142,9 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 		Fencer:      fencer,
 		FencingMode: cfg.Fencing.Mode,
 		Watchdog:    watchdog,
+		Metrics:     metrics,
 	})
-	srv, ln, err := newAPIServer(cfg, ag, store, log.With("component", "api"))
+	srv, ln, err := newAPIServer(cfg, ag, store, metrics, log.With("component", "api"), reloadFunc(parent))
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -157,23 +184,47 @@ func (n *node) crash() {
 	n.store.Close()
 }
 
-// runAgent runs the HA agent until SIGINT/SIGTERM.
+// runAgent runs the HA agent until SIGINT/SIGTERM, as a systemd Type=notify
+// service when NOTIFY_SOCKET is set (service.go): READY=1 after the first
+// complete loop, STATUS= and WATCHDOG=1 after loops, STOPPING=1 on shutdown.
+// SIGHUP re-reads the configuration file (service.reload, also POST
+// /reload). SIGTERM/SIGINT shut down per on_shutdown (as last reloaded).
 func runAgent(parent context.Context, e *env, cfg *config.Config) error {
 	if parent == nil {
 		parent = context.Background()
 	}
-	log := newLogger(e.stderr, cfg.Log).With("member", cfg.Name)
+	level := new(slog.LevelVar)
+	log := newLeveledLogger(e.stderr, cfg.Log, level).With("member", cfg.Name)
+	// Signal handlers first: SIGHUP's default action would kill the process.
+	hup, stopHUP := notifyHUP()
+	defer stopHUP()
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	n, err := startNode(context.Background(), cfg, log, nil)
+	svc := newService(e, cfg, level, log)
+	n, err := startNode(withReload(context.Background(), svc.reload), cfg, log, svc.onLoop)
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("signal received: shutting down", "on_shutdown", cfg.OnShutdown)
-	case err := <-n.done:
-		n.done <- err
+	svc.attach(n.agent)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			log.Info("signal received: shutting down", "on_shutdown", svc.onShutdown())
+			running = false
+		case err := <-n.done:
+			n.done <- err
+			running = false
+		case <-hup:
+			log.Info("SIGHUP received: reloading the configuration", "file", cfg.Path)
+			_ = svc.reload() // logs what it applied or why it refused
+		}
+	}
+	onShutdown := svc.onShutdown()
+	svc.stopping(onShutdown)
+	if onShutdown != n.cfg.OnShutdown {
+		c := *n.cfg
+		c.OnShutdown = onShutdown
+		n.cfg = &c
 	}
 	return n.shutdown()
 }

@@ -82,9 +82,10 @@ func TestDiskFullFailover(t *testing.T) {
 	took := Eventually(t, within, "a healthy replica takes over", func() bool {
 		if sawReason == "" {
 			if out, code := old.Steward("list", "-o", "json"); code == 0 && strings.Contains(out, `"name": "m1"`) {
-				for _, hint := range []string{"No space left", "cannot commit", "crashed", "unhealthy", "unresponsive"} {
+				for _, hint := range []string{"no space left", "No space left", "cannot commit", "crashed", "unhealthy", "unresponsive"} {
 					if strings.Contains(out, hint) {
 						sawReason = hint
+						break
 					}
 				}
 			}

@@ -207,8 +207,13 @@ func (c *Cluster) stopAll() {
 		}
 	}
 	if c.T.Failed() {
+		// One t.Log call per line: make test's console filter keeps lines
+		// that carry a file:line prefix, and CI shows only the console.
 		for _, m := range c.Members {
-			c.T.Logf("---- agent log of %s (last 60 lines) ----\n%s", m.Name, tail(m.LogPath, 60))
+			c.T.Logf("---- agent log of %s (last 60 lines) ----", m.Name)
+			for _, l := range strings.Split(tail(m.LogPath, 60), "\n") {
+				c.T.Logf("%s| %s", m.Name, l)
+			}
 		}
 	}
 }

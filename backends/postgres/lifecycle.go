@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -672,6 +673,41 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 		b.log.Debug("heartbeat failed", "error", err)
 		return err
 	}
+	// A commit of one small row can succeed on a full disk: the heartbeat
+	// row is updated in place (HOT) and the current WAL segment is already
+	// allocated, while every client write that needs a new page fails with
+	// "could not extend file" and the next WAL segment switch PANICs the
+	// server. So a leader whose data or WAL filesystem is (nearly) full is
+	// unhealthy too.
+	if err := b.checkFreeSpace(); err != nil {
+		b.log.Debug("heartbeat failed", "error", err)
+		return err
+	}
 	b.log.Debug("heartbeat committed", "member", member)
+	return nil
+}
+
+// minFreeSpace is the free space below which the primary's filesystem
+// counts as full: PostgreSQL extends relations by 8 kB pages (in bulk under
+// concurrency) and needs a whole WAL segment (16 MB by default) whenever no
+// recycled one is left, so below 1 MiB client writes are already failing.
+const minFreeSpace = 1 << 20
+
+// checkFreeSpace fails when the filesystem of the data directory or of
+// pg_wal (often a symlink to another volume) has less than minFreeSpace
+// available to the server's user.
+func (b *Backend) checkFreeSpace() error {
+	for _, p := range []string{b.dataDir, filepath.Join(b.dataDir, "pg_wal")} {
+		var fs syscall.Statfs_t
+		if err := syscall.Statfs(p, &fs); err != nil {
+			continue // not readable here: the commit above is the only proof
+		}
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		if free < minFreeSpace {
+			total := int64(fs.Blocks) * int64(fs.Bsize)
+			return fmt.Errorf("heartbeat: no space left on the filesystem of %s: %d bytes free of %d; writes that need new space fail (free space or move the data, then the primary is healthy again)",
+				p, free, total)
+		}
+	}
 	return nil
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -788,15 +787,6 @@ func (a *Agent) memberNames(cl *dcs.Cluster) []string {
 	return out
 }
 
-func jsonEqualIgnoringHeartbeat(a, b []byte) bool { return string(a) == string(b) }
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return []byte(fmt.Sprint(v))
-	}
-	return b
-}
 
 // Shutdown runs after Run returned (SIGTERM). With stopDatabase, a leader
 // stops its database cleanly (replicas receive every WAL record first) and

@@ -313,8 +313,8 @@ func TestRenewalsKeepLeaderAlive(t *testing.T) {
 		if !db.fenced().IsZero() {
 			t.Fatal("a healthy leader was fenced")
 		}
-		if d := a.LeaseDeadline(); d.Sub(time.Now()) < 2*time.Second {
-			t.Fatalf("lease deadline only %v ahead", d.Sub(time.Now()))
+		if d := a.LeaseDeadline(); time.Until(d) < 2*time.Second {
+			t.Fatalf("lease deadline only %v ahead", time.Until(d))
 		}
 		st.mu.Lock()
 		n := st.renewals

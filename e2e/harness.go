@@ -79,7 +79,6 @@ type Cluster struct {
 	dir      string
 	runAs    string
 	store    *etcd.Store
-	mu       sync.Mutex
 	Extra    func(m *Member) string // extra YAML appended to a member's config
 	binary   string
 	Postgres map[string]string // extra postgres parameters for every member

@@ -141,6 +141,7 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(out, "m1      replica  streaming") {
 			t.Fatalf("the refusal does not show the members with their lag:\n%s", out)
 		}
+		t.Logf("steward switchover --candidate m1 --force (m1 lagging):\n%s", out)
 		unchanged("a switchover to a lagging member", before)
 		if err := m1.Exec("SELECT pg_wal_replay_resume()"); err != nil {
 			t.Fatal(err)
@@ -179,6 +180,7 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(list, "Scheduled switchover: from m2 to m1 at "+at.Local().Format(time.RFC3339)) {
 			t.Fatalf("list does not show the scheduled switchover:\n%s", list)
 		}
+		t.Logf("steward switchover --candidate m1 --at +4s --force:\n%s\nsteward list:\n%s", out, list)
 		if l := leader(); l.Term != before.Term {
 			t.Fatal("the scheduled switchover ran early")
 		}
@@ -422,10 +424,12 @@ func TestCLI(t *testing.T) {
 		if l := c.Leader(); l != nil {
 			t.Fatalf("a refused failover promoted %s", l.Name)
 		}
+		t.Logf("steward failover --candidate %s --yes (lagging, no leader):\n%s", cand.Name, out)
 		out, code = m3.cli("", "failover", "--candidate", cand.Name, "--force")
 		if code != 0 {
 			t.Fatalf("failover --force: exit %d\n%s", code, out)
 		}
+		t.Logf("steward failover --candidate %s --force:\n%s", cand.Name, out)
 		inOrder(t, "failover progress", out, "requested: promote "+cand.Name+" (manual failover, forced", cand.Name+" took the leader key", "promoted: "+cand.Name+" accepts writes", "failover done")
 		want = append(want, leaderChange{"manual-failover", old.Name, cand.Name})
 		old.Start()

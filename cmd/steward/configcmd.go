@@ -127,7 +127,7 @@ Change them with steward edit-config.`,
 			if output != "yaml" && output != "json" {
 				return usageErr(fmt.Errorf("--output %q: expected yaml or json", output))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, false)
 			if err != nil {
 				return err
 			}
@@ -194,7 +194,7 @@ settings: they apply them at their next loop, without a restart.`,
 				}
 				sets = append(sets, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}
@@ -433,6 +433,10 @@ func (c *ctl) writeConfig(st dynState, patch map[string]json.RawMessage, next co
 	if !wait {
 		return nil
 	}
+	// The agents run with what was stored, as they read it.
+	if stored, err := config.ParseDynamicJSON(ans.Config); err == nil {
+		next = stored
+	}
 	return c.waitApplied(cl, next, timeout)
 }
 
@@ -518,7 +522,7 @@ it is no longer paused.`
 			if timeout <= 0 {
 				return usageErr(fmt.Errorf("--timeout %v: expected a positive duration such as 30s", timeout))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}

@@ -38,14 +38,19 @@ type ctl struct {
 	start time.Time
 }
 
-func openCtl(e *env, g *globals) (*ctl, error) {
+// openCtl loads the configuration and connects to etcd; withAPI also
+// builds the client of the members' APIs (with the file's TLS settings),
+// which only the commands that change something need.
+func openCtl(e *env, g *globals, withAPI bool) (*ctl, error) {
 	cfg, err := loadConfig(e, g)
 	if err != nil {
 		return nil, err
 	}
-	cl, err := newPeerClient(cfg)
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("api.tls in %s: %w", cfg.Path, err))
+	var cl *api.Client
+	if withAPI {
+		if cl, err = newPeerClient(cfg); err != nil {
+			return nil, usageErr(fmt.Errorf("api.tls in %s: %w", cfg.Path, err))
+		}
 	}
 	st, err := openStore(cfg)
 	if err != nil {

@@ -35,7 +35,7 @@ the candidates considered at each failover and why each was rejected.`,
 			if last < 0 {
 				return usageErr(fmt.Errorf("--last %d: expected 0 (all) or more", last))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, false)
 			if err != nil {
 				return err
 			}

@@ -66,12 +66,14 @@ With --watch 2s the table is printed again every 2 seconds until Ctrl-C.`,
 				if clear {
 					fmt.Fprint(e.stdout, "\033[H\033[2J")
 				}
-				fmt.Fprintf(e.stdout, "%s (every %v; Ctrl-C to stop)\n", time.Now().Format("2006-01-02 15:04:05 MST"), watch)
+				if output == "table" {
+					fmt.Fprintf(e.stdout, "%s (every %v; Ctrl-C to stop)\n", time.Now().Format("2006-01-02 15:04:05 MST"), watch)
+				}
 				if err := once(); err != nil {
 					// A watch outlives a short etcd outage: say so and go on.
 					fmt.Fprintf(e.stdout, "steward: %v\n", err)
 				}
-				if !clear {
+				if !clear && output == "table" {
 					fmt.Fprintln(e.stdout)
 				}
 				select {

@@ -44,7 +44,7 @@ failed, 3 when the outcome is not known yet.`,
 			if o.timeout <= 0 {
 				return usageErr(fmt.Errorf("--timeout %v: expected a positive duration such as 2m", o.timeout))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}
@@ -201,7 +201,7 @@ the outcome is not known yet.`,
 			if timeout <= 0 {
 				return usageErr(fmt.Errorf("--timeout %v: expected a positive duration such as 30m", timeout))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}

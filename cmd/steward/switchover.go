@@ -55,7 +55,7 @@ out by the leader at that time, cancelled with --cancel).`,
 			if err != nil {
 				return err
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}
@@ -325,11 +325,8 @@ func (c *ctl) printPlan(cl *dcs.Cluster, p *agent.SwitchoverPlan, ok bool) {
 		}
 	}
 	for _, mc := range p.Members {
-		m := cl.Members[mc.Name]
-		role := m.Role
-		if role == "" {
-			role = "?"
-		}
+		m := cl.Members[mc.Name] // absent when its key expired: shown as "-"
+		role := orDash(m.Role)
 		var verdict string
 		switch {
 		case ok && mc.Name == p.Candidate && mc.Eligible:
@@ -619,7 +616,7 @@ when refused or failed, 3 when the outcome is not known yet.`,
 			if o.timeout <= 0 {
 				return usageErr(fmt.Errorf("--timeout %v: expected a positive duration such as 60s", o.timeout))
 			}
-			c, err := openCtl(e, g)
+			c, err := openCtl(e, g, true)
 			if err != nil {
 				return err
 			}

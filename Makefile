@@ -18,7 +18,7 @@ OUT        := .test-output
 # the CLI's terminal session in e2e/cli_test.go).
 DEB_PKGS   := postgresql-15 etcd-server etcd-client haproxy mariadb-server mariadb-client tmux
 FUZZTIME   ?= 60s
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 export PATH := $(dir $(GO)):$(PATH)
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/stewardha/steward/api"
 	"github.com/stewardha/steward/dcs"
 )
 
@@ -361,6 +362,14 @@ func TestCLI(t *testing.T) {
 		out, code = m3.cli("", "switchover", "--force")
 		if code != 1 || !strings.Contains(out, "the cluster is paused") {
 			t.Fatalf("switchover while paused: exit %d\n%s", code, out)
+		}
+		// The API refuses it too (the candidate would not take the key).
+		res, code, err := apiClient().Switchover(context.Background(), old.APIURL(), api.SwitchoverBody{Leader: old.Name, Candidate: other.Name}, false, false)
+		if err != nil || code != 412 || !strings.Contains(res.Error, "paused") {
+			t.Fatalf("POST /switchover while paused: %d %+v %v", code, res, err)
+		}
+		if cl := c.LoadCluster(); cl.Switchover != nil {
+			t.Fatalf("a switchover was stored while paused: %+v", cl.Switchover.Value)
 		}
 		old.Crash()
 		end := time.Now().Add(c.Profile.TTL + 3*time.Second)

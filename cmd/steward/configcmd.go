@@ -79,15 +79,6 @@ func dynEntries(d config.Dynamic) []dynEntry {
 	return out
 }
 
-func dynValue(d config.Dynamic, key string) string {
-	for _, e := range dynEntries(d) {
-		if e.key == key {
-			return e.value
-		}
-	}
-	return ""
-}
-
 // fieldJSON is one setting's canonical JSON value, as the agents store it.
 func fieldJSON(d config.Dynamic, key string) json.RawMessage {
 	b, _ := json.Marshal(d)

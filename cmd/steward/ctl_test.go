@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -219,7 +218,6 @@ func TestEditConfigValues(t *testing.T) {
 // fakeMember is a member's API backed by the real etcd: it "runs with" the
 // dynamic config stored there, as an agent would after its next loop.
 type fakeMember struct {
-	mu    sync.Mutex
 	store *etcd.Store
 	name  string
 }

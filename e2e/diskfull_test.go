@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stewardha/steward/backends/postgres/pgtest"
 )
 
 // mountTmpfs mounts a tmpfs of the given size owned by the agents' user and
@@ -53,6 +55,10 @@ func TestDiskFullFailover(t *testing.T) {
 		// them: PostgreSQL is stopped before the unmount.
 		mountTmpfs(t, mnt, "150M", c)
 		m1.DataDir = filepath.Join(mnt, "m1")
+		// The member's own cleanup stops PostgreSQL at its old data
+		// directory path; stop the one on the tmpfs too (before the
+		// unmount: cleanups run last-registered first).
+		pgtest.StopAtCleanup(t, m1.DataDir)
 		c.Postgres = map[string]string{"min_wal_size": "32MB", "max_wal_size": "64MB", "wal_keep_size": "0"}
 	})
 	if old.Name != "m1" {

@@ -76,6 +76,7 @@ type syncRules struct {
 	Active  bool // the sync key restricts promotion
 	Broken  string
 	Mode    string
+	Leader  string // the leader that keeps the key: it has every commit it acknowledged
 	Members []string
 	Quorum  int
 }
@@ -91,7 +92,7 @@ func rulesOf(cl *dcs.Cluster) syncRules {
 		return syncRules{}
 	}
 	s := cl.Sync.Value
-	return syncRules{Active: true, Mode: s.Mode, Members: s.Members, Quorum: s.Quorum}
+	return syncRules{Active: true, Mode: s.Mode, Leader: s.Leader, Members: s.Members, Quorum: s.Quorum}
 }
 
 func (r syncRules) has(name string) bool { return slices.Contains(r.Members, name) }
@@ -108,10 +109,15 @@ func (r syncRules) votesNeeded() int {
 
 // syncIneligibility is why member name may not be promoted under the sync
 // rules (empty: the rules allow it, subject to quorumHolds at race time).
+// The leader the key names may always be promoted again: every commit it
+// acknowledged was flushed on its own disk first (a primary that crashed
+// and came back before anyone took over).
 func syncIneligibility(cl *dcs.Cluster, name string) []string {
 	r := rulesOf(cl)
 	switch {
 	case !r.Active:
+		return nil
+	case r.Broken == "" && r.Leader == name:
 		return nil
 	case r.Broken != "":
 		return []string{"the DCS sync key cannot be decoded (" + r.Broken + "): no member is known to hold every acknowledged commit"}
@@ -129,6 +135,9 @@ func syncIneligibility(cl *dcs.Cluster, name string) []string {
 // (positions read live over the REST API).
 func quorumHolds(o *Observation, me facts) (bool, string) {
 	r := rulesOf(o.Cluster)
+	if r.Broken == "" && r.Leader == me.Name {
+		return true, "this member is the leader the sync key names: it has every commit it acknowledged"
+	}
 	need := r.votesNeeded()
 	if need == 0 || !r.has(me.Name) {
 		return false, "the sync set does not allow this member to be promoted"
@@ -570,6 +579,20 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 			in.Sync, in.SyncErr = &dcs.Versioned[dcs.SyncState]{Value: step.DCS, Version: nv}, ""
 		case syncSetDB:
 			a.logSync(step, 0)
+			if faultActive("sync-key-first") && !step.DB.Async() {
+				// Test builds only: the wrong order (the key promises the
+				// new standbys before the database waits for them), so the
+				// end-to-end checker proves it would catch it.
+				bad := dcs.SyncState{Leader: a.name, Mode: in.Mode, Members: step.DB.Names, Quorum: step.DB.Num}
+				a.log.Error("FAULT INJECTED: writing the sync key before the database waits", "sync_members", bad.Members)
+				if in.Sync != nil {
+					if nv, err := a.store.CASSync(ctx, bad, in.Sync.Version, o.Lead.Term); err == nil {
+						in.Sync = &dcs.Versioned[dcs.SyncState]{Value: bad, Version: nv}
+					}
+					time.Sleep(time.Second) // a slow database step: the window stays open
+
+				}
+			}
 			sctx, cancel := context.WithTimeout(ctx, budget+2*time.Second)
 			flush, err := sr.SetSync(sctx, step.DB)
 			cancel()

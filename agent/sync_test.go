@@ -595,6 +595,9 @@ func TestFailoverUnderSyncRules(t *testing.T) {
 		{"on: a member outside the sync set does not race", syncKey(SyncOn, 1, "c"), map[string]PeerResult{"c": behind("c", 900)}, nil,
 			ActWait, "not in sync set"},
 		{"on: the leader fell back to asynchronous (empty set): nobody races", syncKey(SyncOn, 0), nil, nil, ActWait, "not in sync set"},
+		{"on: the former leader the key names may race again (it acknowledged only what it has)", syncKey(SyncOn, 1, "c"), nil, func(o *Observation) {
+			o.Cluster.Sync.Value.Leader = "b"
+		}, ActAcquire, "the leader the sync key names"},
 		{"undecodable sync key: nobody races", &dcs.Versioned[dcs.SyncState]{Version: 3}, nil, func(o *Observation) { o.Cluster.SyncError = "unexpected EOF" },
 			ActWait, "cannot be decoded"},
 		{"quorum 1 of 3: b reaches c and d at or behind it", syncKey(SyncQuorum, 1, "b", "c", "d"),

@@ -179,14 +179,14 @@ func renderList(w io.Writer, format string, cfg *config.Config, cl *dcs.Cluster)
 		fmt.Fprintf(w, "Scheduled switchover: %s\n", describeSwitchover(*v.Switchover))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tFAILOVER\tTAGS")
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tSYNC\tFAILOVER\tTAGS")
 	for _, m := range v.Members {
 		state := m.State
 		if m.Reason != "" {
 			state += " (" + m.Reason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
-			tl(m.Timeline), lagText(m.Role, m.LagBytes), readiness(m), tagText(m.Tags))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
+			tl(m.Timeline), lagText(m.Role, m.LagBytes), m.Sync, readiness(m), tagText(m.Tags))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

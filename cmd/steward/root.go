@@ -20,7 +20,6 @@ const defaultConfigPath = "/etc/steward/steward.yml"
 // globals are the flags every command shares.
 type globals struct {
 	configPath string
-	output     string
 }
 
 func newRootCmd(e *env) *cobra.Command {
@@ -48,6 +47,15 @@ to accept writes. The same binary is the operator's CLI.`,
 		newVersionCmd(e),
 		newAgentCmd(e, g),
 		newListCmd(e, g),
+		newSwitchoverCmd(e, g),
+		newFailoverCmd(e, g),
+		newPauseCmd(e, g, true),
+		newPauseCmd(e, g, false),
+		newHistoryCmd(e, g),
+		newShowConfigCmd(e, g),
+		newEditConfigCmd(e, g),
+		newRestartCmd(e, g),
+		newReinitCmd(e, g),
 		newDemoCmd(e),
 	)
 	return root

@@ -666,7 +666,11 @@ func (a *Agent) prePromoteSync(ctx context.Context, o *Observation, cur *dcs.Clu
 	po := *o
 	po.Cluster = cur
 	st, db, ok := prePromoteSync(&po)
-	if !ok {
+	sr, can := a.db.(SyncReplicator)
+	if !ok || !can {
+		// A backend without synchronous replication (MySQL for now)
+		// never promised anything: recording a sync set would only stop
+		// every later failover.
 		return true
 	}
 	ver := int64(0)
@@ -683,17 +687,15 @@ func (a *Agent) prePromoteSync(ctx context.Context, o *Observation, cur *dcs.Clu
 	}
 	a.log.Info("decision", "action", "sync", "step", string(syncWriteDCS), "mode", st.Mode, "sync_members", st.Members,
 		"reason", "a new leader records itself with an empty sync set before promoting (rule 6)")
-	if sr, ok := a.db.(SyncReplicator); ok {
-		sctx, cancel := context.WithTimeout(ctx, timeout+2*time.Second)
-		_, err := sr.SetSync(sctx, db)
-		cancel()
-		if err != nil {
-			if st.Mode == SyncStrict {
-				a.log.Warn("not promoting yet: strict mode needs the database to wait for a standby from the start", "err", err)
-				return false
-			}
-			a.log.Warn("setting the synchronous standbys before promoting failed; the leader loop sets them", "err", err)
+	sctx, cancel := context.WithTimeout(ctx, timeout+2*time.Second)
+	_, err = sr.SetSync(sctx, db)
+	cancel()
+	if err != nil {
+		if st.Mode == SyncStrict {
+			a.log.Warn("not promoting yet: strict mode needs the database to wait for a standby from the start", "err", err)
+			return false
 		}
+		a.log.Warn("setting the synchronous standbys before promoting failed; the leader loop sets them", "err", err)
 	}
 	a.mu.Lock()
 	a.mem.SyncApplied = nil

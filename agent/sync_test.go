@@ -688,6 +688,27 @@ func TestDecideLeaderCarriesSyncStep(t *testing.T) {
 // ---------------------------------------------------------------------------
 // A new leader writes sync before promoting (rule 6).
 
+// A backend without synchronous replication (MySQL today) never writes a
+// sync key: a key with an empty set would stop every later failover.
+func TestNoSyncKeyWithoutSyncBackend(t *testing.T) {
+	var events []string
+	fs := newFakeStore("b", 11)
+	st := &syncStore{fakeStore: fs, events: &events}
+	dyn := config.DefaultDynamic()
+	dyn.SynchronousMode = SyncOn
+	a := New(Options{Self: Self{Name: "b", Priority: 1}, Store: st, Backend: &fakeDB{}, Bootstrap: dyn})
+	a.setLead(11, time.Now())
+	o := obs()
+	o.Config = dyn
+	o.Lead = a.lead
+	a.promote(context.Background(), o, Decision{Action: ActPromote, Reason: "test"}, "failover")
+	asLeader(o)
+	a.manageSync(context.Background(), o, &syncStep{Kind: syncWriteDCS, DCS: dcs.SyncState{Leader: "a", Mode: SyncOn}})
+	if len(st.written) != 0 {
+		t.Fatalf("sync key written with a backend that cannot replicate synchronously: %v", st.written)
+	}
+}
+
 type syncStore struct {
 	*fakeStore
 	mu      sync.Mutex

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/stewardha/steward/backends/postgres/pgtest"
-	"github.com/stewardha/steward/dcs"
 )
 
 // BenchmarkSyncModes: write latency and throughput of the same pgbench run
@@ -60,17 +59,18 @@ func BenchmarkSyncModes(b *testing.B) {
 		for _, mode := range []struct{ name, mode string }{{"off", "off"}, {"on (FIRST 1)", "on"}, {"quorum (ANY 1 of 2)", "quorum"}} {
 			setDynamic(b, c, "synchronous_node_count", 1)
 			setDynamic(b, c, "synchronous_mode", mode.mode)
-			waitSyncKey(b, c, 30*time.Second, "synchronous_mode "+mode.mode+" in effect", func(s dcs.SyncState) bool {
+			Eventually(b, 30*time.Second, "synchronous_mode "+mode.mode+" in effect", func() bool {
+				s := syncState(c)
 				if mode.mode == "off" {
-					return !s.Active()
+					return s == nil || !s.Active()
 				}
-				return s.Mode == mode.mode && s.Quorum == 1 && (mode.mode != "quorum" || len(s.Members) == 2)
+				return s != nil && s.Mode == mode.mode && s.Quorum == 1 && (mode.mode != "quorum" || len(s.Members) == 2)
 			})
 			Eventually(b, 10*time.Second, "the primary's synchronous_standby_names matches", func() bool {
 				n, err := leader.QueryInt("SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')")
 				return err == nil && (mode.mode == "off") == (n == 0)
 			})
-			out := pgbench("-c", "4", "-j", "2", "-T", strconv.Itoa(secs), "-r")
+			out := pgbench("-c", "4", "-j", "2", "-T", strconv.Itoa(secs), "-P", strconv.Itoa(secs))
 			tps, lat, sd := pgbenchFigure(out, `tps = ([0-9.]+)`), pgbenchFigure(out, `latency average = ([0-9.]+) ms`), pgbenchFigure(out, `latency stddev = ([0-9.]+) ms`)
 			fmt.Fprintf(&sb, "  %-30s %10.0f %11.2f ms %9.2f ms\n", mode.name, tps, lat, sd)
 			b.ReportMetric(tps, "tps-"+mode.mode)

@@ -129,6 +129,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 
 	case ActLead:
 		a.leaderChores(ctx, o)
+		a.manageSync(ctx, o, d.Sync)
 	}
 }
 
@@ -306,6 +307,25 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	case !lead.Valid(a.now()):
 		a.log.Warn("not promoting: the lease deadline passed", "term", lead.Term)
 		return
+	}
+	a.mu.Lock()
+	planned := a.mem.PendingSwitchover != nil
+	a.mu.Unlock()
+	if why := syncIneligibility(cur, a.name); len(why) > 0 && !planned {
+		// Rule 6, re-checked on the view read right before promoting (as
+		// the term is): the sync key may have changed since the race.
+		a.log.Warn("not promoting: "+why[0]+"; releasing the leader key", "term", lead.Term)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		_ = a.store.ReleaseLeader(rctx, lead.Term)
+		cancel()
+		a.dropLead()
+		a.mu.Lock()
+		a.mem.RaceBackoffUntil = a.now().Add(o.Config.TTL.D())
+		a.mu.Unlock()
+		return
+	}
+	if !a.prePromoteSync(ctx, o, cur, lead.Term) {
+		return // the next loop tries again (the key stays ours)
 	}
 	if err := a.armWatchdog(); err != nil {
 		a.log.Error("not promoting: watchdog.mode is required and the watchdog does not work; releasing the leader key", "err", err, "term", lead.Term)

@@ -121,6 +121,8 @@ type Agent struct {
 	lastLeaderName     string
 	historyTerm        int64
 	configVersion      int64
+	lastSyncLog        string          // the last synchronous-replication step logged (a.mu)
+	warned             map[string]bool // one-time warnings given (a.mu)
 }
 
 type knownPeer struct {
@@ -588,7 +590,8 @@ func (a *Agent) applyConfig(ctx context.Context, cl *dcs.Cluster) config.Dynamic
 		return cur
 	}
 	a.log.Info("dynamic config changed", "ttl", d.TTL.D(), "loop_wait", d.LoopWait.D(), "retry_timeout", d.RetryTimeout.D(),
-		"maximum_lag_on_failover", int64(d.MaximumLagOnFailover), "paused", d.Paused)
+		"maximum_lag_on_failover", int64(d.MaximumLagOnFailover), "paused", d.Paused,
+		"synchronous_mode", d.SynchronousMode, "synchronous_node_count", d.SynchronousNodeCount)
 	if m := a.opts.SafetyMargin(d.TTL.D()); d.TTL.D()-m < d.LoopWait.D()+d.RetryTimeout.D() {
 		a.log.Warn("the lease leaves less than loop_wait + retry_timeout after the safety margin: one slow renewal may fence the primary; lower watchdog.safety_margin or raise ttl",
 			"ttl", d.TTL.D(), "safety_margin", m, "loop_wait", d.LoopWait.D(), "retry_timeout", d.RetryTimeout.D())
@@ -676,6 +679,14 @@ func (a *Agent) probePeers(ctx context.Context, cl *dcs.Cluster, dyn config.Dyna
 	if a.opts.Peers == nil || len(targets) == 0 {
 		return out
 	}
+	// Under the sync rules a candidate compares its position with the
+	// members' positions as their databases have them now, not as their
+	// last loop saw them: a position published before the primary died
+	// may be behind what the member flushed since (rule 6, quorum).
+	get := a.opts.Peers.Status
+	if rulesOf(cl).Active {
+		get = a.opts.Peers.LiveStatus
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for n, u := range targets {
@@ -684,7 +695,7 @@ func (a *Agent) probePeers(ctx context.Context, cl *dcs.Cluster, dyn config.Dyna
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			st, err := a.opts.Peers.Status(pctx, u)
+			st, err := get(pctx, u)
 			mu.Lock()
 			out[n] = PeerResult{Name: n, APIURL: u, Status: st, Err: err}
 			mu.Unlock()

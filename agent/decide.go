@@ -51,6 +51,8 @@ type Decision struct {
 	// Switchover is the request this decision carries out (as the old
 	// leader, or as the candidate taking the key).
 	Switchover *dcs.Versioned[dcs.Switchover]
+	// Sync is the leader's next synchronous-replication step (rule 6).
+	Sync *syncStep
 }
 
 func (d Decision) String() string { return string(d.Action) + ": " + d.Reason }
@@ -154,6 +156,9 @@ type Memory struct {
 	// LastJobError: the last background action that failed, and why.
 	LastJobError string
 	LastJobKind  Action
+	// SyncApplied: the last synchronous configuration this leader gave its
+	// database, and the flushed position from when it took effect.
+	SyncApplied *SyncApplied
 }
 
 // FenceState is the result of fencing the former primary for one term.
@@ -353,7 +358,11 @@ func decide(o *Observation) Decision {
 				d.Switchover = cl.Switchover
 				return d
 			}
-			return Decision{Action: ActLead, Reason: "healthy leader"}
+			d := Decision{Action: ActLead, Reason: "healthy leader"}
+			if s := planSync(syncInputOf(o)); s.Kind != syncNone {
+				d.Sync = &s
+			}
+			return d
 		}
 		if paused {
 			return Decision{Action: ActWait, Reason: "paused: writable primary running without the leader key; not demoting (rule 7)"}

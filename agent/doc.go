@@ -23,11 +23,23 @@
 //  5. A former primary rejoins only when its history is contained in the new
 //     leader's; otherwise it is rewound (use_pg_rewind) or stays down and
 //     says why.
+//  6. Synchronous replication (synchronous_mode on, strict, quorum): the
+//     leader keeps the DCS sync key and the database's synchronous standbys
+//     in an order that never lets the key promise more than the database
+//     keeps (into the database first and into the key once confirmed; out
+//     of the key first, then out of the database); a new leader writes the
+//     key before promoting; only a member the key counts may be promoted,
+//     and in quorum mode only one that reaches enough of the set at or
+//     behind its own position (planSync, quorumHolds;
+//     docs/replication-modes.md).
 //  7. Paused: publish state, never promote, demote, restart or delete keys.
 //  8. Every loop logs its decision with a reason; every leader change is
 //     appended to the DCS history with the candidates considered.
 //
 // What it does not guarantee: a database whose agent is dead (or frozen) is
 // not stopped by the lease alone — only fencing hooks or a watchdog can stop
-// it. Reads of the DCS may be stale; they only trigger conditional writes.
+// it (in quorum mode such a primary can still have commits acknowledged by
+// the standbys that were not promoted). A commit whose client session sets
+// synchronous_commit to local or off, or whose wait for a standby is
+// cancelled, is not protected by rule 6. Reads of the DCS may be stale; they only trigger conditional writes.
 package agent

@@ -99,6 +99,8 @@ func ineligibility(o *Observation, f facts, leaderAlive bool) []string {
 		if h := o.Cluster.LastHistory; h != nil && h.Timeline > 0 && f.Timeline > 0 && f.Timeline < h.Timeline {
 			r = append(r, fmt.Sprintf("timeline %d is behind the cluster's timeline %d", f.Timeline, h.Timeline))
 		}
+		// Rule 6: only a member the sync key counts may be promoted.
+		r = append(r, syncIneligibility(o.Cluster, f.Name)...)
 	}
 	return r
 }
@@ -206,7 +208,16 @@ func raceDecision(o *Observation) Decision {
 	if veto != "" {
 		return Decision{Action: ActWait, Reason: "no leader; " + veto, Candidates: cands}
 	}
-	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; this member is eligible at %s and no reachable eligible member is ahead: racing for the key", me.Position), Candidates: cands}
+	why := ""
+	if rulesOf(o.Cluster).Active {
+		ok, q := quorumHolds(o, me)
+		if !ok {
+			cands[0].Eligible, cands[0].Reasons = false, []string{q}
+			return Decision{Action: ActWait, Reason: "no leader; " + q, Candidates: cands}
+		}
+		why = "; " + q
+	}
+	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; this member is eligible at %s and no reachable eligible member is ahead%s: racing for the key", me.Position, why), Candidates: cands}
 }
 
 // bestPeer returns a member that could take over from this leader now.

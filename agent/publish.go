@@ -174,6 +174,7 @@ func (a *Agent) memberRecord(o *Observation, d Decision) dcs.Member {
 	} else if m.Role == dcs.RolePrimary {
 		m.LagBytes = 0
 	}
+	m.Sync = memberSyncState(o.Cluster, m.Name, m.Role == dcs.RoleReplica)
 	m.State, m.Reason = memberState(o, d)
 	m.Eligible, m.IneligibleReason = readiness(o)
 	return m

@@ -268,7 +268,24 @@ type ClusterView struct {
 	Term       int64           `json:"term,omitempty"`
 	Paused     bool            `json:"paused"`
 	Switchover *dcs.Switchover `json:"scheduled_switchover,omitempty"`
-	Members    []ClusterMember `json:"members"`
+	// Synchronous is the DCS sync key (rule 6): which members hold every
+	// acknowledged commit. Absent when the cluster never ran synchronous
+	// replication.
+	Synchronous *ClusterSync    `json:"synchronous,omitempty"`
+	Members     []ClusterMember `json:"members"`
+}
+
+// ClusterSync is the sync key as GET /cluster shows it.
+type ClusterSync struct {
+	Mode    string   `json:"mode"`
+	Leader  string   `json:"leader,omitempty"`
+	Members []string `json:"members"`
+	// Quorum: every acknowledged commit is on at least this many of
+	// Members (modes on and strict: all of them).
+	Quorum int `json:"quorum"`
+	// Error: the key exists but cannot be decoded; nobody may be promoted
+	// until the leader rewrites it.
+	Error string `json:"error,omitempty"`
 }
 
 // ClusterBody builds the /cluster answer from a DCS view.
@@ -285,6 +302,16 @@ func ClusterBody(name string, cl *dcs.Cluster) ClusterView {
 	if cl.Switchover != nil {
 		sw := cl.Switchover.Value
 		v.Switchover = &sw
+	}
+	if cl.SyncError != "" {
+		v.Synchronous = &ClusterSync{Members: []string{}, Error: cl.SyncError}
+	} else if cl.Sync != nil {
+		s := cl.Sync.Value
+		mode := s.Mode
+		if mode == "" {
+			mode = "off"
+		}
+		v.Synchronous = &ClusterSync{Mode: mode, Leader: s.Leader, Members: append([]string{}, s.Members...), Quorum: s.Quorum}
 	}
 	for _, m := range sortedMembers(cl) {
 		cm := ClusterMember{Member: m, IsLeader: cl.Leader != nil && cl.Leader.Name == m.Name}

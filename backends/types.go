@@ -95,6 +95,71 @@ type Status struct {
 	// Replicas connected to this server (primary side), for sync mode and
 	// the API.
 	Replicas []ReplicaConn `json:"replicas,omitempty"`
+	// Sync is which standbys this server waits for before it acknowledges a
+	// commit, as the running server has it configured (primary side; for
+	// PostgreSQL synchronous_standby_names). Zero: asynchronous.
+	Sync SyncConfig `json:"sync,omitzero"`
+}
+
+// Synchronous replication methods (SyncConfig.Method).
+const (
+	// SyncFirst: the first Num of Names that are connected, in list order,
+	// confirm every commit (PostgreSQL FIRST n (...)).
+	SyncFirst = "FIRST"
+	// SyncAny: any Num of Names confirm every commit (PostgreSQL ANY n
+	// (...), a quorum).
+	SyncAny = "ANY"
+)
+
+// SyncConfig is which standbys a primary waits for before it acknowledges a
+// commit: Num of Names must have the commit on disk. The zero value (or Num
+// 0, or no names) is asynchronous replication.
+type SyncConfig struct {
+	Method string   `json:"method,omitempty"` // SyncFirst or SyncAny
+	Num    int      `json:"num,omitempty"`
+	Names  []string `json:"names,omitempty"` // member names (application_name)
+}
+
+// Async reports whether no commit waits for a standby.
+func (c SyncConfig) Async() bool { return c.Num <= 0 || len(c.Names) == 0 }
+
+// Equal compares two configurations (names in order: for FIRST the order is
+// the priority). Every asynchronous configuration equals every other.
+func (c SyncConfig) Equal(o SyncConfig) bool {
+	if c.Async() || o.Async() {
+		return c.Async() == o.Async()
+	}
+	if c.Method != o.Method || c.Num != o.Num || len(c.Names) != len(o.Names) {
+		return false
+	}
+	for i := range c.Names {
+		if c.Names[i] != o.Names[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Has reports whether name is one of the standbys waited for.
+func (c SyncConfig) Has(name string) bool {
+	if c.Async() {
+		return false
+	}
+	for _, n := range c.Names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// String renders the configuration for logs: "FIRST 1 (b)", "ANY 2 (b, c,
+// d)" or "async".
+func (c SyncConfig) String() string {
+	if c.Async() {
+		return "async"
+	}
+	return fmt.Sprintf("%s %d (%s)", c.Method, c.Num, strings.Join(c.Names, ", "))
 }
 
 // ReplicaConn is one downstream replication connection seen on a primary.

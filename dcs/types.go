@@ -104,11 +104,38 @@ type Switchover struct {
 	Reason        string            `json:"reason,omitempty"`
 }
 
-// SyncState is the synchronous standby set (rule 6).
+// SyncState is the synchronous standby set (rule 6), written only by the
+// leader, with compare-and-swap, guarded by its term.
+//
+// It is a promise about the past: every commit the leader acknowledged is on
+// at least Quorum of Members (each of which holds everything up to where
+// its own copy of the commit is). So a member holds every acknowledged
+// commit when it is in Members and, among any len(Members)-Quorum+1 of
+// Members it can reach (itself included), none has a later position than
+// its own (docs/replication-modes.md). In modes on and strict Quorum equals
+// len(Members): each listed member alone is enough. Quorum 0 (or no
+// Members) promises nothing: no member may be promoted.
 type SyncState struct {
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
 	Quorum  int      `json:"quorum,omitempty"`
+	// Mode is the synchronous_mode the leader runs (on, strict, quorum).
+	// "off" (or a missing key) means the leader acknowledges commits
+	// without waiting for standbys and the rules above do not apply.
+	Mode string `json:"mode,omitempty"`
+}
+
+// Active reports whether the sync rules restrict promotion.
+func (s SyncState) Active() bool { return s.Mode != "" && s.Mode != "off" }
+
+// Has reports whether name is in Members.
+func (s SyncState) Has(name string) bool {
+	for _, m := range s.Members {
+		if m == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Candidate is one member considered in a leader change.
@@ -157,6 +184,10 @@ type Cluster struct {
 	Initialize *Versioned[Initialize]
 	Switchover *Versioned[Switchover]
 	Sync       *Versioned[SyncState]
+	// SyncError is set when the sync key exists but cannot be decoded (Sync
+	// then carries only its version, so that the leader can overwrite it).
+	// Nobody may be promoted on the strength of such a key.
+	SyncError string
 	// LastHistory is the newest history record (nil when there is none).
 	LastHistory *HistoryRecord
 	// Errors lists records that could not be decoded (key: error). The agent

@@ -182,6 +182,10 @@ func (b *Backend) renderConf(role backends.Role, up *backends.Upstream) string {
 		{"wal_retrieve_retry_interval", "'1s'"},
 		{"recovery_target_timeline", "'latest'"},
 	}
+	// Kept in every role: a standby ignores it, and a primary restarted in
+	// place must wait for the same standbys as before (strict mode never
+	// falls back). The leader changes it with SetSync.
+	defaults = append(defaults, kv{"synchronous_standby_names", confValue(FormatSyncStandbyNames(b.syncSetting()))})
 	if role == backends.RoleReplica && up != nil {
 		defaults = append(defaults,
 			kv{"primary_conninfo", confValue(b.primaryConninfo(*up))},

@@ -27,6 +27,9 @@
 //     Passwords reach them through PGPASSWORD, never the command line.
 //     Their stderr (bounded) is part of the error they cause.
 //   - Replication slots are only created, never dropped (EnsureSlots).
+//   - synchronous_standby_names lives in postgresql.conf, set by SetSync
+//     (the leader's decision, DESIGN rule 6); SetSync returns only once
+//     the running server applies it, with the flushed position read after.
 //
 // What it does not do:
 //
@@ -35,7 +38,7 @@
 //     what is unsafe in the state they find (for example Wipe or Rewind of a
 //     running server).
 //   - It does not manage tablespaces outside the data directory, archiving,
-//     synchronous_standby_names, log rotation or the server's locale beyond
+//     log rotation or the server's locale beyond
 //     initdb's defaults (add postgresql.conf settings through Parameters).
 //   - It does not drop replication slots of removed members; the operator
 //     does (pg_drop_replication_slot), or WAL accumulates on the primary.

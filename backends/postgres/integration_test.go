@@ -665,3 +665,87 @@ func TestFollowRepoint(t *testing.T) {
 		t.Fatal("Follow on a primary succeeded")
 	}
 }
+
+// SetSync: once it returns, commits wait for the named standby (none is
+// acknowledged while it is away), a waiting commit is released when the
+// primary is told to wait for another standby that has it, and the setting
+// survives a restart in place by a new Backend (a restarted agent).
+func TestSetSyncStandbys(t *testing.T) {
+	t.Parallel()
+	p := bootstrapMember(t, "sp")
+	pgtest.Exec(t, p.addr(), `CREATE TABLE t (id int primary key)`)
+	s1 := cloneMember(t, "s-1", p)
+	s2 := cloneMember(t, "s2", p)
+
+	want := backends.SyncConfig{Method: backends.SyncFirst, Num: 1, Names: []string{"s-1"}}
+	t0 := time.Now()
+	flush, err := p.b.SetSync(tctx(t, 10*time.Second), want)
+	if err != nil {
+		t.Fatalf("SetSync: %v", err)
+	}
+	t.Logf("MEASURED SetSync (rewrite, reload, in effect everywhere): %v", time.Since(t0).Round(time.Millisecond))
+	if flush.IsZero() {
+		t.Fatal("SetSync on a primary returned no flushed position")
+	}
+	st := observe(t, p)
+	if !st.Sync.Equal(want) {
+		t.Fatalf("the primary reports %s, want %s", st.Sync, want)
+	}
+	waitFor(t, 5*time.Second, "s-1 synchronous", func() (bool, string) {
+		v := pgtest.QueryValue(t, p.addr(), `SELECT sync_state FROM pg_stat_replication WHERE application_name = 's-1'`)
+		return v == "sync", v
+	})
+	pgtest.Exec(t, p.addr(), `INSERT INTO t VALUES (1)`)
+
+	// s-1 goes away: the next commit is not acknowledged.
+	if err := s1.b.Stop(tctx(t, 30*time.Second), backends.StopFast); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pgtest.TryExec(context.Background(), p.addr(), `INSERT INTO t VALUES (2)`) }()
+	select {
+	case err := <-done:
+		t.Fatalf("a commit was acknowledged with the synchronous standby away (err %v)", err)
+	case <-time.After(time.Second):
+	}
+	// Waiting for s2 instead releases it at once: s2 has it.
+	released := time.Now()
+	if _, err := p.b.SetSync(tctx(t, 10*time.Second), backends.SyncConfig{Method: backends.SyncFirst, Num: 1, Names: []string{"s2"}}); err != nil {
+		t.Fatalf("SetSync s2: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the waiting commit failed: %v", err)
+		}
+		t.Logf("MEASURED waiting commit released %v after SetSync(s2) began", time.Since(released).Round(time.Millisecond))
+		if d := time.Since(released); d > 2*time.Second {
+			t.Errorf("the waiting commit was released only %v after the switch to s2", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting commit was not released once s2 is the synchronous standby")
+	}
+	if n := pgtest.QueryValue(t, s2.addr(), `SELECT count(*) FROM t`); n != "2" {
+		t.Fatalf("s2 has %s rows, want 2", n)
+	}
+
+	// A restart in place, by a Backend that never called SetSync, keeps it.
+	if err := p.b.Stop(tctx(t, 30*time.Second), backends.StopFast); err != nil {
+		t.Fatal(err)
+	}
+	p2 := newMember(t, "sp", func(o *postgres.Options) { *o = p.opts })
+	if err := p2.b.Start(tctx(t, 30*time.Second), backends.RolePrimary, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, p2, 30*time.Second)
+	if v := pgtest.QueryValue(t, p2.addr(), `SHOW synchronous_standby_names`); v != `FIRST 1 ("s2")` {
+		t.Fatalf("after a restart by a new backend: synchronous_standby_names = %q", v)
+	}
+	// Asynchronous again.
+	if _, err := p2.b.SetSync(tctx(t, 10*time.Second), backends.SyncConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := observe(t, p2); !st.Sync.Async() {
+		t.Fatalf("after SetSync(async) the primary waits for %s", st.Sync)
+	}
+}

@@ -121,10 +121,12 @@ func (b *Backend) observeRunning(ctx context.Context, st *backends.Status) {
 			return fmt.Errorf("reading the recovery state: %w", err)
 		}
 		if !st.InRecovery {
-			var flush, walfile string
-			if err := c.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_walfile_name(pg_current_wal_lsn())`).Scan(&flush, &walfile); err != nil {
+			var flush, walfile, ssn string
+			if err := c.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_walfile_name(pg_current_wal_lsn()),
+				current_setting('synchronous_standby_names')`).Scan(&flush, &walfile, &ssn); err != nil {
 				return fmt.Errorf("reading the WAL position: %w", err)
 			}
+			st.Sync = syncConfigOf(ssn)
 			lsn, err := parseLSN(flush)
 			if err != nil {
 				return err

@@ -86,6 +86,8 @@ var reservedParameters = map[string]string{
 	"primary_slot_name": "the member name (name)",
 	"data_directory":    "postgres.data_dir",
 	"config_file":       "postgres.data_dir",
+	// The leader manages it (bootstrap.synchronous_mode, DESIGN rule 6).
+	"synchronous_standby_names": "synchronous_mode and synchronous_node_count",
 }
 
 var parameterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
@@ -106,6 +108,11 @@ type Backend struct {
 	dataDir string  // cleaned absolute path
 
 	confMu sync.Mutex // serialises configuration writes
+	// syncCfg is the synchronous_standby_names steward keeps in
+	// postgresql.conf (SetSync); read from the file once (syncLoaded) when
+	// this process has not set it yet. Guarded by confMu.
+	syncCfg    backends.SyncConfig
+	syncLoaded bool
 
 	connSem chan struct{} // guards conn (a lock that honours contexts)
 	conn    *pgx.Conn

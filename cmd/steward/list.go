@@ -232,7 +232,7 @@ func renderList(w io.Writer, format string, cfg *config.Config, cl *dcs.Cluster)
 		fmt.Fprintf(w, "Scheduled switchover: %s\n", describeSwitchover(*v.Switchover))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tPENDING RESTART\tFAILOVER\tTAGS")
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tSYNC\tPENDING RESTART\tFAILOVER\tTAGS")
 	for _, m := range v.Members {
 		state := m.State
 		if m.Reason != "" {
@@ -242,8 +242,8 @@ func renderList(w io.Writer, format string, cfg *config.Config, cl *dcs.Cluster)
 		if m.PendingRestart {
 			pending = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
-			tl(m.Timeline), lagText(m.Role, m.LagBytes), pending, readiness(m), tagText(m.Tags))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
+			tl(m.Timeline), lagText(m.Role, m.LagBytes), m.Sync, pending, readiness(m), tagText(m.Tags))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -711,6 +711,10 @@ func (s *Store) decodeInto(cl *dcs.Cluster, key string, val []byte, createRev, m
 		var v dcs.SyncState
 		if err := json.Unmarshal(val, &v); err != nil {
 			bad(key, err)
+			// Keep the version: the leader overwrites a broken record,
+			// and until then nobody may rely on it (rule 6).
+			cl.Sync = &dcs.Versioned[dcs.SyncState]{Version: modRev}
+			cl.SyncError = err.Error()
 			return
 		}
 		cl.Sync = &dcs.Versioned[dcs.SyncState]{Value: v, Version: modRev}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/stewardha/steward/dcs"
@@ -212,5 +213,46 @@ func TestLoadSurvivesGarbage(t *testing.T) {
 	}
 	if err := s.ReleaseLeader(ctx, 0); !errors.Is(err, dcs.ErrNotLeader) {
 		t.Fatalf("release without holding: %v", err)
+	}
+}
+
+// A sync key that cannot be decoded (written by hand, or by a future
+// version) must not crash the reader or be taken for "no sync set": Load
+// reports it, keeps its version so that the leader can overwrite it with a
+// compare-and-swap, and the overwrite succeeds.
+func TestUndecodableSyncKey(t *testing.T) {
+	srv := dcstest.StartEmbedded(t)
+	cluster := "badsync"
+	a := open(t, srv.Endpoints(), cluster, "a", 10*time.Second, 3*time.Second)
+	ctx := context.Background()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	key := dcs.NewKeys("/steward-test", cluster).Sync()
+	if _, err := cli.Put(ctx, key, `{"leader": "a", "members": "not-a-list"`); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := a.Load(ctx)
+	if err != nil {
+		t.Fatalf("Load with an undecodable sync key: %v", err)
+	}
+	if cl.SyncError == "" || cl.Sync == nil || cl.Sync.Version == 0 || cl.Errors[key] == "" {
+		t.Fatalf("undecodable sync key not reported: SyncError %q, Sync %+v, Errors %v", cl.SyncError, cl.Sync, cl.Errors)
+	}
+	l, _, err := a.AcquireLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CASSync(ctx, dcs.SyncState{Leader: "a", Mode: "on"}, cl.Sync.Version, l.Term); err != nil {
+		t.Fatalf("overwriting the undecodable sync key: %v", err)
+	}
+	cl, err = a.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.SyncError != "" || cl.Sync == nil || cl.Sync.Value.Leader != "a" || !cl.Sync.Value.Active() {
+		t.Fatalf("after the overwrite: SyncError %q, Sync %+v", cl.SyncError, cl.Sync)
 	}
 }

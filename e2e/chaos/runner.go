@@ -40,12 +40,12 @@ type StepResult struct {
 
 // Runner runs a schedule against a cluster with the workload on.
 type Runner struct {
-	C      *Cluster
-	W      *Workload
-	B      Bounds
-	Log    *slog.Logger
-	seen   map[string]bool // split-brain findings already reported
-	from   time.Duration   // start of the ops not yet loss-checked
+	C    *Cluster
+	W    *Workload
+	B    Bounds
+	Log  *slog.Logger
+	seen map[string]bool // split-brain findings already reported
+	from time.Duration   // start of the ops not yet loss-checked
 	// OnInject and OnHeal, when set, run right after the fault is
 	// injected on a member and right after it is healed (tests use them
 	// to turn the agent's fault points on and off).

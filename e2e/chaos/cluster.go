@@ -233,7 +233,11 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return c, err
 	}
+	ReapOrphans(log)
 	id := newRunID()
+	if err := markRun(dir, id); err != nil {
+		return c, err
+	}
 	lab, err := NewLab(id, log)
 	if err != nil {
 		return c, err

@@ -326,8 +326,12 @@ func (r *Runner) hold(s Step, leader string, res *StepResult) {
 			if s.Target != "primary" {
 				return false
 			}
-			h := r.C.CheckHealth()
-			return h.Leader != "" && h.Leader != leader
+			cl := r.C.Load()
+			if cl == nil || cl.Leader == nil || cl.Leader.Name == leader {
+				return false
+			}
+			m := r.C.Member(cl.Leader.Name)
+			return m != nil && m.HTTPCode("/primary") == 200
 		})
 		return
 	}

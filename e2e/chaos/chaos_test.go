@@ -170,9 +170,13 @@ func planFromEnv(t *testing.T) plan {
 	} else {
 		p.seed = uint64(time.Now().UnixNano()) % 1_000_000_000
 	}
-	kinds, err := ParseKinds(os.Getenv("STEWARD_CHAOS_KINDS"))
+	kindsArg := os.Getenv("STEWARD_CHAOS_KINDS")
+	kinds, err := ParseKinds(kindsArg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if kindsArg == "" {
+		kindsArg = "all"
 	}
 	p.from = envInt(t, "STEWARD_CHAOS_FROM", 0)
 	p.to = envInt(t, "STEWARD_CHAOS_TO", p.count)
@@ -181,7 +185,7 @@ func planFromEnv(t *testing.T) plan {
 	}
 	p.steps = Schedule(p.seed, p.count, kinds, s.TTL)[p.from:p.to]
 	p.replayCommand = fmt.Sprintf("STEWARD_CHAOS_SEED=%d STEWARD_CHAOS_COUNT=%d STEWARD_CHAOS_KINDS=%s STEWARD_CHAOS_SYNC=%s STEWARD_CHAOS_FENCING=%s",
-		p.seed, p.count, strings.Join(kinds, ","), s.SynchronousMode, s.FencingMode)
+		p.seed, p.count, kindsArg, s.SynchronousMode, s.FencingMode)
 	return p
 }
 
@@ -249,6 +253,14 @@ func TestChaos(t *testing.T) {
 	rep.Violations += len(rep.FinalViol)
 	t.Logf("CHAOS done: %d steps, %d acknowledged writes, %d lost in all (largest %d bytes past a switch point), %d violations, %v",
 		len(rep.Steps), rep.Writes, rep.Final.Lost, rep.Final.MaxBytes, rep.Violations, rep.Elapsed.Round(time.Second))
+	if p.fixed {
+		var rec []string
+		for _, s := range rep.Steps {
+			rec = append(rec, fmt.Sprintf("%s %v", s.Kind, s.Recovery.Round(10*time.Millisecond)))
+		}
+		t.Logf("MEASURED chaos short schedule (fencing %s, synchronous_mode %s): recovery after heal: %s; %d acknowledged writes, %d lost, %d violations",
+			p.settings.FencingMode, p.settings.SynchronousMode, strings.Join(rec, ", "), rep.Writes, rep.Final.Lost, rep.Violations)
+	}
 	if err := os.MkdirAll(outDir(), 0o755); err == nil {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		f := filepath.Join(outDir(), name+".json")

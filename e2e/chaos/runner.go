@@ -203,6 +203,38 @@ func (r *Runner) replicaOf(leader string, pick int) *Member {
 	return rs[pick%len(rs)]
 }
 
+// othersOf: every host of the lab but m's and the client.
+func (r *Runner) othersOf(m *Member) []*Host {
+	var others []*Host
+	for _, o := range r.C.Members {
+		if o != m {
+			others = append(others, o.Host)
+		}
+	}
+	for _, e := range r.C.Etcd {
+		others = append(others, e.Host)
+	}
+	return append(others, r.C.HAProxy)
+}
+
+// waitNewPrimary waits until a member other than old holds the leader key
+// and answers /primary 200.
+func (r *Runner) waitNewPrimary(old string, within time.Duration) (*Member, error) {
+	var m *Member
+	err := waitFor(within, func() bool {
+		cl := r.C.Load()
+		if cl == nil || cl.Leader == nil || cl.Leader.Name == old {
+			return false
+		}
+		m = r.C.Member(cl.Leader.Name)
+		return m != nil && m.HTTPCode("/primary") == 200
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no new primary after %s within %v", old, within)
+	}
+	return m, nil
+}
+
 // inject starts the fault and returns how to heal it.
 func (r *Runner) inject(s Step, leader string, res *StepResult) (func(), string, error) {
 	c := r.C
@@ -235,17 +267,7 @@ func (r *Runner) inject(s Step, leader string, res *StepResult) (func(), string,
 			}
 		}, fmt.Sprintf("%d processes stopped", len(pids)), nil
 	case PartitionPrimary, PartitionReplica:
-		var others []*Host
-		for _, m := range c.Members {
-			if m != target {
-				others = append(others, m.Host)
-			}
-		}
-		for _, e := range c.Etcd {
-			others = append(others, e.Host)
-		}
-		others = append(others, c.HAProxy)
-		return func() { _ = c.Lab.Heal() }, "", c.Lab.Block("partition", target.Host, others...)
+		return func() { _ = c.Lab.Heal() }, "", c.Lab.Block("partition", target.Host, r.othersOf(target)...)
 	case PartitionPrimaryEtcd:
 		var others []*Host
 		for _, e := range c.Etcd {
@@ -284,6 +306,30 @@ func (r *Runner) inject(s Step, leader string, res *StepResult) (func(), string,
 		p := filepath.Join(target.Mount, "filler")
 		n, err := fill(target.Mount, p, 256<<10)
 		return func() { _ = os.Remove(p) }, fmt.Sprintf("%d MiB filler", n>>20), err
+	case CrashTwice, PartitionThenCrash:
+		first := target
+		if s.Kind == CrashTwice {
+			first.KillAgent()
+			first.KillPostgres()
+		} else if err := c.Lab.Block("partition", first.Host, r.othersOf(first)...); err != nil {
+			return nil, "", err
+		}
+		second, err := r.waitNewPrimary(first.Name, 2*c.S.TTL+20*time.Second)
+		if err != nil {
+			return func() { _ = c.Lab.Heal(); _ = first.Start() }, "", err
+		}
+		res.Member = first.Name + "+" + second.Name
+		if s.Kind == PartitionThenCrash {
+			_ = c.Lab.Heal()
+		}
+		second.KillAgent()
+		second.KillPostgres()
+		return func() {
+			if s.Kind == CrashTwice {
+				_ = first.Start()
+			}
+			_ = second.Start()
+		}, "", nil
 	case RestartCluster:
 		res.Member = "all"
 		if s.Variant == "clean" {
@@ -322,17 +368,11 @@ func (r *Runner) hold(s Step, leader string, res *StepResult) {
 		if s.Target != "primary" {
 			limit = s.Hold
 		}
-		_ = waitFor(limit, func() bool {
-			if s.Target != "primary" {
-				return false
-			}
-			cl := r.C.Load()
-			if cl == nil || cl.Leader == nil || cl.Leader.Name == leader {
-				return false
-			}
-			m := r.C.Member(cl.Leader.Name)
-			return m != nil && m.HTTPCode("/primary") == 200
-		})
+		if s.Target == "primary" {
+			_, _ = r.waitNewPrimary(leader, limit)
+		} else {
+			time.Sleep(limit)
+		}
 		return
 	}
 	time.Sleep(s.Hold)

@@ -23,11 +23,14 @@ const (
 	LatencyLoss          = "latency-loss"           // +200 ms round trip (delay proxies) and 10% packet loss (nftables)
 	WALDiskFull          = "wal-disk-full"          // the member's data/WAL tmpfs filled; emptied at heal
 	RestartCluster       = "restart-cluster"        // every agent and database stopped at once, then all started
+	// Compound faults: a second fault before the first has healed.
+	CrashTwice         = "crash-twice"          // host crash of the primary, then of the new primary as soon as it takes writes
+	PartitionThenCrash = "partition-then-crash" // the primary cut off; once a new primary takes writes, healed and the new primary crashed at once
 )
 
 // AllKinds lists every fault kind, in a fixed order.
 var AllKinds = []string{KillAgent, KillDB, CrashHost, StopAgent, StopDB, PartitionPrimary, PartitionPrimaryEtcd,
-	PartitionReplica, KillEtcdLeader, EtcdQuorumLoss, LatencyLoss, WALDiskFull, RestartCluster}
+	PartitionReplica, KillEtcdLeader, EtcdQuorumLoss, LatencyLoss, WALDiskFull, RestartCluster, CrashTwice, PartitionThenCrash}
 
 // Step is one fault of a schedule.
 type Step struct {
@@ -69,7 +72,7 @@ func Schedule(seed uint64, count int, kinds []string, ttl time.Duration) []Step 
 			if primary {
 				s.Target = "primary"
 			}
-		case PartitionPrimary, PartitionPrimaryEtcd:
+		case PartitionPrimary, PartitionPrimaryEtcd, CrashTwice, PartitionThenCrash:
 			s.Target = "primary"
 		case PartitionReplica:
 			s.Target = "replica"

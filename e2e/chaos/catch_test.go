@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,6 +38,12 @@ func TestChaosCheckersCatchRealViolations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.SaveDir = filepath.Join(outDir(), "catch")
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.saveLogs("end")
+		}
+	})
 	defer r.Stop()
 	faults := func(names ...string) {
 		r.OnInject = func(m *Member) {

@@ -216,6 +216,12 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starting the workload: %v", err)
 	}
+	r.SaveDir = filepath.Join(outDir(), name)
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.saveLogs("end") // before the cluster (and the tmpfs) goes
+		}
+	})
 	defer r.Stop()
 	rep := &Report{Seed: p.seed, Count: p.count, From: p.from, To: p.to, Settings: p.settings, Bounds: p.bounds, Kinds: map[string]int{}}
 	deadline, hasDeadline := t.Deadline()

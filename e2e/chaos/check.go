@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stewardha/steward/agent"
+	"github.com/stewardha/steward/dcs"
 )
 
 // The invariants, checked after every fault and its healing:
@@ -24,9 +25,13 @@ import (
 //     timeline ended is within maximum_lag_on_failover;
 //  3. recovery: one writable primary (the leader key's holder, reached
 //     through HAProxy) and every replica streaming from it within a bound;
-//  4. explained: a member that is not back says why in `steward list`.
+//  4. explained: a member that is not back says why in `steward list`;
+//  5. audited: every primary that took writes (member, timeline) is in the
+//     DCS history (rule 8), and with fencing required every failover was
+//     preceded by a fencing of the former primary that a hook confirmed
+//     (rule 2).
 //
-// 1 and 2 are pure functions of the recorded history, so that tests feed
+// 1, 2 and 5 are pure functions of the recorded history, so that tests feed
 // them histories with a known violation.
 
 // Violation is one broken invariant.
@@ -389,4 +394,63 @@ func (m *Member) Lineage() (Lineage, error) {
 		return Lineage{}, err
 	}
 	return ParseHistory(tl, text), nil
+}
+
+// CheckAudit is invariant 5: each (member, timeline) that acknowledged
+// writes has a history record naming it the new leader on that timeline
+// (bootstrap for timeline 1); with fencing required, each failover from
+// another member has, for the same term, a fencing record that a hook
+// confirmed.
+func CheckAudit(ops []Op, hist []dcs.HistoryRecord, fencingMode string) []Violation {
+	var out []Violation
+	type key struct {
+		member string
+		tl     int64
+	}
+	seen := map[key]Op{}
+	for _, o := range ops {
+		k := key{o.Member, o.Timeline}
+		if _, ok := seen[k]; !ok {
+			seen[k] = o
+		}
+	}
+	keys := make([]key, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].tl < keys[j].tl || keys[i].tl == keys[j].tl && keys[i].member < keys[j].member
+	})
+	for _, k := range keys {
+		found := false
+		for _, h := range hist {
+			if h.NewLeader == k.member && (h.Timeline == k.tl || k.tl == 1 && h.Kind == "bootstrap") && h.Kind != "fencing" && h.Kind != "rewind" && h.Kind != "reinit" {
+				found = true
+				break
+			}
+		}
+		if !found {
+			o := seen[k]
+			out = append(out, Violation{5, fmt.Sprintf("%s acknowledged writes on timeline %d (first: id %d at %v) but no history record names it leader on that timeline", k.member, k.tl, o.ID, fmtOffset(o.End))})
+		}
+	}
+	if fencingMode != "required" {
+		return out
+	}
+	for i, h := range hist {
+		if h.Kind != "failover" || h.OldLeader == "" || h.OldLeader == h.NewLeader {
+			continue
+		}
+		fenced := false
+		for _, f := range hist[:i] {
+			if f.Kind == "fencing" && f.Term == h.Term && f.NewLeader == h.NewLeader && strings.Contains(f.Reason, "confirmed by a hook") && !strings.Contains(f.Reason, "not confirmed") {
+				fenced = true
+			}
+		}
+		if !fenced {
+			out = append(out, Violation{5, fmt.Sprintf("history record %d: failover %s -> %s (term %d, timeline %d) without a confirmed fencing of %s before it (fencing.mode required)",
+				h.Index, h.OldLeader, h.NewLeader, h.Term, h.Timeline, h.OldLeader)})
+		}
+	}
+	return out
 }

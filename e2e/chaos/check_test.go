@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stewardha/steward/dcs"
 )
 
 const ms = time.Millisecond
@@ -173,5 +175,29 @@ func TestScheduleIsReproducible(t *testing.T) {
 	}
 	if _, err := ParseKinds("kill-agent,nope"); err == nil {
 		t.Error("ParseKinds accepted an unknown kind")
+	}
+}
+
+// The audit check: every primary that took writes is in the history, and
+// with fencing required every failover was fenced first.
+func TestAuditChecker(t *testing.T) {
+	ops := []Op{op(1, "m1", 1, 100, 0, 10*ms), op(2, "m2", 2, 200, 20*ms, 30*ms)}
+	good := []dcs.HistoryRecord{
+		{Index: 1, Kind: "bootstrap", NewLeader: "m1", Term: 10},
+		{Index: 2, Kind: "fencing", OldLeader: "m1", NewLeader: "m2", Term: 20, Reason: "fencing m1 before promotion (fencing.mode required): confirmed by a hook; ..."},
+		{Index: 3, Kind: "failover", OldLeader: "m1", NewLeader: "m2", Term: 20, Timeline: 2},
+	}
+	if v := CheckAudit(ops, good, "required"); len(v) != 0 {
+		t.Fatalf("violations for a complete history: %v", v)
+	}
+	if v := CheckAudit(ops, good[:1], "off"); len(v) != 1 || !strings.Contains(v[0].What, "m2 acknowledged writes on timeline 2") {
+		t.Fatalf("a primary missing from the history: %v", v)
+	}
+	unfenced := []dcs.HistoryRecord{good[0], {Index: 2, Kind: "fencing", NewLeader: "m2", Term: 20, Reason: "fencing m1: not confirmed by any hook"}, good[2]}
+	if v := CheckAudit(ops, unfenced, "required"); len(v) != 1 || !strings.Contains(v[0].What, "without a confirmed fencing of m1") {
+		t.Fatalf("a failover without confirmed fencing: %v", v)
+	}
+	if v := CheckAudit(ops, unfenced, "best-effort"); len(v) != 0 {
+		t.Fatalf("best-effort does not require confirmation: %v", v)
 	}
 }

@@ -51,6 +51,10 @@ type Runner struct {
 	// to turn the agent's fault points on and off).
 	OnInject func(target *Member)
 	OnHeal   func(target *Member)
+	// SaveDir, when set, receives a copy of every log (agents,
+	// PostgreSQL, etcd, HAProxy) of a step that broke an invariant, in
+	// SaveDir/step-<n>/.
+	SaveDir string
 }
 
 // NewRunner starts the workload on c (the test table first).
@@ -113,6 +117,7 @@ func (r *Runner) Run(s Step) StepResult {
 		res.Violations = append(res.Violations, Violation{3, fmt.Sprintf("%s: no recovery within %v after the heal: %v", s.Kind, r.B.Recovery, err)})
 		res.Violations = append(res.Violations, c.CheckExplained()...)
 		res.Violations = append(res.Violations, r.unexpectedExits()...)
+		r.saveLogs(fmt.Sprintf("step-%d", s.N))
 		return res
 	}
 	res.LeaderAfter = after
@@ -125,6 +130,16 @@ func (r *Runner) Run(s Step) StepResult {
 		if !r.seen[v.What] {
 			r.seen[v.What] = true
 			res.Violations = append(res.Violations, v)
+		}
+	}
+	if hist, err := c.History(); err != nil {
+		res.Violations = append(res.Violations, Violation{5, "reading the DCS history: " + err.Error()})
+	} else {
+		for _, v := range CheckAudit(ops, hist, c.S.FencingMode) {
+			if !r.seen[v.What] {
+				r.seen[v.What] = true
+				res.Violations = append(res.Violations, v)
+			}
 		}
 	}
 	var window []Op
@@ -145,7 +160,38 @@ func (r *Runner) Run(s Step) StepResult {
 	res.Lost, res.LostBytes = loss.Lost, loss.MaxBytes
 	res.Violations = append(res.Violations, vs...)
 	r.from = end
+	if len(res.Violations) > 0 {
+		r.saveLogs(fmt.Sprintf("step-%d", s.N))
+	}
 	return res
+}
+
+// saveLogs copies the run's logs to SaveDir/sub (PostgreSQL's live on the
+// members' tmpfs, which goes away with the cluster).
+func (r *Runner) saveLogs(sub string) {
+	if r.SaveDir == "" {
+		return
+	}
+	dst := filepath.Join(r.SaveDir, sub)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(r.C.Dir, "*.log"))
+	for _, m := range r.C.Members {
+		logs = append(logs, m.DataDir+".log")
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		name := filepath.Base(l)
+		if name == "data.log" {
+			name = filepath.Base(filepath.Dir(l)) + ".postgres.log"
+		}
+		_ = os.WriteFile(filepath.Join(dst, name), b, 0o644)
+	}
+	r.Log.Warn("logs saved", "dir", dst)
 }
 
 // Final re-checks every acknowledged write of the run against the final

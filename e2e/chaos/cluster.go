@@ -49,7 +49,7 @@ type Settings struct {
 func DefaultSettings() Settings {
 	return Settings{TTL: 5 * time.Second, LoopWait: 500 * time.Millisecond, RetryTimeout: time.Second, MaxLag: 1 << 20,
 		PrimaryUnhealthyTimeout: 5 * time.Second, PrimaryStartTimeout: 5 * time.Second,
-		SynchronousMode: "off", FencingMode: "required", LogLevel: "info", Members: 3, TmpfsSize: "384M"}
+		SynchronousMode: "off", FencingMode: "required", LogLevel: "info", Members: 3, TmpfsSize: "512M"}
 }
 
 const (

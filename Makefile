@@ -18,7 +18,7 @@ OUT        := .test-output
 # haproxy and mariadb-server are started by the API and MySQL tests).
 DEB_PKGS   := postgresql-15 etcd-server etcd-client haproxy mariadb-server mariadb-client
 FUZZTIME   ?= 60s
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 export PATH := $(dir $(GO)):$(PATH)
 

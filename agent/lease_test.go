@@ -20,6 +20,7 @@ type fakeStore struct {
 	down     bool
 	lastSent time.Time // send time of the last successful keep-alive
 	renewals int
+	puts     int // member key writes
 	events   chan dcs.LeaderEvent
 }
 
@@ -108,6 +109,7 @@ func (f *fakeStore) PutMember(ctx context.Context, m dcs.Member) error {
 		return dcs.ErrUnavailable
 	}
 	f.cl.Members[m.Name] = m
+	f.puts++
 	return nil
 }
 func (f *fakeStore) PutStatus(context.Context, dcs.Status, int64) error { return f.err() }
@@ -158,6 +160,8 @@ type fakeDB struct {
 	writable bool
 	fencedAt time.Time
 	hang     chan struct{} // non-nil: Observe blocks until closed
+	advance  bool          // the position moves on every Observe (a busy primary)
+	lsn      uint64
 }
 
 func (d *fakeDB) Kind() string { return "fake" }
@@ -173,7 +177,12 @@ func (d *fakeDB) Observe(ctx context.Context) backends.Status {
 	if !d.fencedAt.IsZero() {
 		return backends.Status{State: backends.StateCrashed, SystemID: "7000"}
 	}
-	return backends.Status{State: backends.StateRunning, Writable: d.writable, Timeline: 1, Position: pos(1000), SystemID: "7000"}
+	p := pos(1000)
+	if d.advance {
+		d.lsn += 100
+		p = pos(1000 + d.lsn)
+	}
+	return backends.Status{State: backends.StateRunning, Writable: d.writable, Timeline: 1, Position: p, SystemID: "7000"}
 }
 func (d *fakeDB) Bootstrap(context.Context) (string, error)                      { return "7000", nil }
 func (d *fakeDB) Clone(context.Context, backends.Upstream) error                 { return nil }
@@ -313,8 +322,8 @@ func TestRenewalsKeepLeaderAlive(t *testing.T) {
 		if !db.fenced().IsZero() {
 			t.Fatal("a healthy leader was fenced")
 		}
-		if d := a.LeaseDeadline(); d.Sub(time.Now()) < 2*time.Second {
-			t.Fatalf("lease deadline only %v ahead", d.Sub(time.Now()))
+		if d := a.LeaseDeadline(); time.Until(d) < 2*time.Second {
+			t.Fatalf("lease deadline only %v ahead", time.Until(d))
 		}
 		st.mu.Lock()
 		n := st.renewals
@@ -332,4 +341,74 @@ func startAgent(a *Agent) func() {
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
 	return func() { cancel(); <-done }
+}
+
+// A member that does not lead renews its session lease (which only keeps
+// its member key alive) three times per ttl, not every loop; once it leads,
+// it renews on the leader's cadence (every loop_wait) at once.
+func TestRenewalCadenceFollowsLeadership(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("b", 5) // someone else leads
+		db := &fakeDB{writable: false}
+		a := leaderAgent(st, db) // ttl 4s, loop_wait 500ms, margin 800ms
+		defer startAgent(a)()
+		count := func() int { st.mu.Lock(); defer st.mu.Unlock(); return st.renewals }
+		time.Sleep(time.Second) // the first loop ran
+		n0 := count()
+		time.Sleep(20 * time.Second)
+		// ttl/3 = 1.33s: 15 renewals in 20 s (every loop_wait would be 40).
+		if n := count() - n0; n < 14 || n > 16 {
+			t.Fatalf("a member that does not lead renewed %d times in 20s, want 15 (every ttl/3)", n)
+		}
+		// The key now carries this member's name (it adopts it): from then
+		// on every loop_wait (500 ms), the renewal interval of a leader.
+		st.mu.Lock()
+		st.cl.Leader = &dcs.Leader{Name: "a", Term: 7, Lease: 42}
+		st.mu.Unlock()
+		a.Wake()
+		time.Sleep(time.Second)
+		if a.LeaseDeadline().IsZero() {
+			t.Fatal("the agent did not take up the leadership")
+		}
+		n1 := count()
+		time.Sleep(10 * time.Second)
+		if n := count() - n1; n < 19 || n > 21 {
+			t.Fatalf("a leader renewed %d times in 10s, want 20 (every loop_wait)", n)
+		}
+	})
+}
+
+// The member key is rewritten when only the positions moved at most every
+// positionRefresh (ttl/3 here), but at once when anything else changed.
+func TestMemberKeyWritesOnPositionDrift(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore("a", 5)
+		db := &fakeDB{writable: true, advance: true}
+		a := leaderAgent(st, db) // ttl 4s, loop_wait 500ms
+		defer startAgent(a)()
+		puts := func() int { st.mu.Lock(); defer st.mu.Unlock(); return st.puts }
+		time.Sleep(3 * time.Second)
+		n0 := puts()
+		time.Sleep(20 * time.Second)
+		// 40 loops, each with a new position: one write per 1.33 s.
+		if n := puts() - n0; n < 14 || n > 16 {
+			t.Fatalf("%d member key writes in 20s of position drift, want 15 (every ttl/3, not every loop)", n)
+		}
+		st.mu.Lock()
+		if m := st.cl.Members["a"]; m.Position.IsZero() || m.Role != dcs.RolePrimary {
+			t.Fatalf("published member: %+v", m)
+		}
+		st.mu.Unlock()
+		// A change of anything else is published in the same loop.
+		time.Sleep(200 * time.Millisecond) // just after a loop
+		n1 := puts()
+		a.Reconfigure(Self{Priority: 7}, nil, false)
+		time.Sleep(50 * time.Millisecond)
+		st.mu.Lock()
+		prio := st.cl.Members["a"].Priority
+		st.mu.Unlock()
+		if prio != 7 || puts() != n1+1 {
+			t.Fatalf("after a tag change: priority %d published, %d writes (want 7, one write at once)", prio, puts()-n1)
+		}
+	})
 }

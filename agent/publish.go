@@ -85,11 +85,25 @@ func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
 	if o.Cluster == nil {
 		return // the DCS is unreachable; nothing to write to
 	}
+	// Write the member key when anything but the positions changed (role,
+	// state, readiness and its reasons, tags, ...: at once), when only the
+	// positions moved and the last write is positionRefresh old, and at
+	// least every 30 s. On a busy cluster the positions move on every loop
+	// (the leader's heartbeat commit alone moves them); writing them every
+	// loop would be one etcd write per member per loop for figures that
+	// only `list` shows: failover decisions read positions live from the
+	// members' APIs and lag against the leader's status key.
 	cmp := m
 	cmp.Heartbeat = time.Time{}
 	b, _ := json.Marshal(cmp)
+	cmp.Position, cmp.Received, cmp.Replayed, cmp.LagBytes, cmp.Delay = backends.Position{}, backends.Position{}, backends.Position{}, 0, 0
+	shape, _ := json.Marshal(cmp)
 	_, present := o.Cluster.Members[m.Name]
-	if present && string(b) == string(a.lastPublished) && o.Now.Sub(a.lastPublishTime) < 30*time.Second {
+	age := o.Now.Sub(a.lastPublishTime)
+	switch {
+	case !present, string(shape) != string(a.lastPublishedShape), age >= 30*time.Second:
+	case string(b) != string(a.lastPublished) && age >= positionRefresh(o.Config):
+	default:
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
@@ -101,7 +115,13 @@ func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
 		}
 		return
 	}
-	a.lastPublished, a.lastPublishTime = b, o.Now
+	a.lastPublished, a.lastPublishedShape, a.lastPublishTime = b, shape, o.Now
+}
+
+// positionRefresh is how often a member key is rewritten when only its
+// positions moved: a third of the ttl, within [loop_wait, 5 s].
+func positionRefresh(c config.Dynamic) time.Duration {
+	return min(max(c.TTL.D()/3, c.LoopWait.D()), max(5*time.Second, c.LoopWait.D()))
 }
 
 // memberRecord is what this member publishes about itself.

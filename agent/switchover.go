@@ -210,7 +210,7 @@ func switchoverDecision(o *Observation) (Decision, bool) {
 	}
 	if !v.ScheduledAt.IsZero() {
 		lw := o.Config.LoopWait.D()
-		if d := v.ScheduledAt.Sub(time.Now()); d > 0 {
+		if d := v.ScheduledAt.Sub(o.Now); d > 0 {
 			if d <= lw {
 				return Decision{Action: ActSwitchover, Reason: fmt.Sprintf("switchover scheduled at %s is due", v.ScheduledAt.Format(time.RFC3339))}, true
 			}

@@ -79,10 +79,12 @@ type Cluster struct {
 	dir      string
 	runAs    string
 	store    *etcd.Store
-	mu       sync.Mutex
 	Extra    func(m *Member) string // extra YAML appended to a member's config
 	binary   string
 	Postgres map[string]string // extra postgres parameters for every member
+	// LogLevel of the agents (default debug: failed tests print the logs;
+	// benchmarks of the agent's own cost use info).
+	LogLevel string
 }
 
 // Member is one host: an agent process managing one PostgreSQL.
@@ -171,7 +173,11 @@ postgres:
 	for k, v := range c.Postgres {
 		fmt.Fprintf(&b, "    %s: %q\n", k, v)
 	}
-	fmt.Fprintf(&b, "log: {level: debug, format: text}\n")
+	level := c.LogLevel
+	if level == "" {
+		level = "debug"
+	}
+	fmt.Fprintf(&b, "log: {level: %s, format: text}\n", level)
 	if m.Tags != "" {
 		fmt.Fprintf(&b, "tags: %s\n", m.Tags)
 	}

@@ -20,7 +20,6 @@ const defaultConfigPath = "/etc/steward/steward.yml"
 // globals are the flags every command shares.
 type globals struct {
 	configPath string
-	output     string
 }
 
 func newRootCmd(e *env) *cobra.Command {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 var binaryPath string
 
 func TestMain(m *testing.M) {
+	closeInheritedFiles()
 	dir, err := os.MkdirTemp("", "steward-chaos-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -37,6 +39,22 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// closeInheritedFiles marks every descriptor above stderr close-on-exec.
+// The suite is run under flock(1), whose lock descriptor the test process
+// inherits; without this, every agent, PostgreSQL and etcd it starts would
+// inherit it too, and one left behind would hold the lock for everyone.
+func closeInheritedFiles() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // testLogger writes slog records to t.Log.

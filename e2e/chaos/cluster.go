@@ -383,6 +383,11 @@ func (c *Cluster) unmount(m *Member) {
 	_ = syscall.Unmount(m.Mount, syscall.MNT_DETACH)
 }
 
+// writeConfig writes the member's steward.yml. Two PostgreSQL settings
+// keep the small WAL disk from filling with what the faults leave behind
+// (docs/reliability.md, "Violations found"): max_slot_wal_keep_size bounds
+// what a stale replication slot on a former primary can pin, and a 30 s
+// checkpoint_timeout lets replicas recycle WAL between faults.
 func (c *Cluster) writeConfig(m *Member, hook string) error {
 	s := c.S
 	fencing := "fencing: {mode: off}\n"
@@ -421,6 +426,8 @@ postgres:
     cluster_name: %s
     min_wal_size: 32MB
     max_wal_size: 64MB
+    max_slot_wal_keep_size: 128MB
+    checkpoint_timeout: 30s
 %slog: {level: %s, format: text}
 `, m.Name, s.TTL, s.LoopWait, s.RetryTimeout, s.MaxLag, s.PrimaryUnhealthyTimeout, s.PrimaryStartTimeout, s.SynchronousMode,
 		m.Host.IP, apiPort, m.Host.IP, apiPort, m.DataDir, pgBinDir, pgLocalPort, m.Host.IP, pgPort, superPass, superPass, m.Name,
@@ -447,8 +454,13 @@ func (c *Cluster) ClientConfig() (string, error) {
 	return p, os.WriteFile(p, []byte(s), 0o644)
 }
 
-// Start starts the member's agent (in its namespace, as the postgres user).
+// Start starts the member's agent (in its namespace, as the postgres
+// user); it does nothing while the agent runs (two agents for one member
+// would be a fault the suite did not mean, and one it could not end).
 func (m *Member) Start() error {
+	if m.agent.running() {
+		return nil
+	}
 	cmd := NSCommand(m.Host.NS, runAsUser, m.c.Binary, "agent", "--config", m.Config)
 	cmd.Dir = m.c.Dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + m.c.Dir, "STEWARD_FAULTS=" + m.FaultDir}

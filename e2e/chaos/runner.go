@@ -88,10 +88,14 @@ func (r *Runner) Run(s Step) StepResult {
 	res.Injected = start
 	heal, note, err := r.inject(s, leader, &res)
 	if err != nil {
-		res.Violations = append(res.Violations, Violation{0, "injecting the fault: " + err.Error()})
+		// The faults that wait on the cluster (a compound fault's new
+		// primary, the etcd leader) fail here when it does not recover.
+		res.Violations = append(res.Violations, Violation{3, "during the fault: " + err.Error()})
 		if heal != nil {
 			heal()
 		}
+		_ = c.Lab.Heal()
+		r.saveLogs(fmt.Sprintf("step-%d", s.N))
 		return res
 	}
 	res.Note = note

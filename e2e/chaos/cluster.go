@@ -183,6 +183,7 @@ type Cluster struct {
 	HAProxy *Host
 	hap     *proc
 	hapCfg  string
+	binDir  string
 	store   *etcd.Store
 	log     *slog.Logger
 	uid     int
@@ -279,6 +280,9 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 		return c, fmt.Errorf("the etcd cluster elected no leader: %w\n%s", err, tailFile(c.Etcd[0].logPath, 20))
 	}
 
+	if err := c.makeBinDir(); err != nil {
+		return c, err
+	}
 	hook := filepath.Join(dir, "fence-kill.sh")
 	if err := os.WriteFile(hook, []byte(fenceHookScript), 0o755); err != nil {
 		return c, err
@@ -350,6 +354,31 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 		return c, fmt.Errorf("the cluster did not become healthy: %w", err)
 	}
 	return c, nil
+}
+
+// makeBinDir makes the members' postgres.bin_dir: PostgreSQL 15's
+// programs, with initdb wrapped to make 1 MB WAL segments instead of 16.
+// Every failover leaves a copy of the current segment per timeline, and a
+// long schedule makes hundreds; at 16 MB each they would fill the small WAL
+// disks for reasons no production cluster shares (docs/reliability.md).
+func (c *Cluster) makeBinDir() error {
+	c.binDir = filepath.Join(c.Dir, "pgbin")
+	if err := os.MkdirAll(c.binDir, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(pgBinDir)
+	if err != nil {
+		return fmt.Errorf("PostgreSQL 15 programs: %w (make deps installs postgresql-15)", err)
+	}
+	for _, e := range ents {
+		if e.Name() == "initdb" {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(pgBinDir, e.Name()), filepath.Join(c.binDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(c.binDir, "initdb"), []byte("#!/bin/sh\nexec "+pgBinDir+"/initdb --wal-segsize=1 \"$@\"\n"), 0o755)
 }
 
 // fenceHookScript is the STONITH hook of the suite: it powers the target
@@ -424,13 +453,13 @@ postgres:
     max_connections: "40"
     fsync: "off"
     cluster_name: %s
-    min_wal_size: 32MB
+    min_wal_size: 8MB
     max_wal_size: 64MB
     max_slot_wal_keep_size: 128MB
     checkpoint_timeout: 30s
 %slog: {level: %s, format: text}
 `, m.Name, s.TTL, s.LoopWait, s.RetryTimeout, s.MaxLag, s.PrimaryUnhealthyTimeout, s.PrimaryStartTimeout, s.SynchronousMode,
-		m.Host.IP, apiPort, m.Host.IP, apiPort, m.DataDir, pgBinDir, pgLocalPort, m.Host.IP, pgPort, superPass, superPass, m.Name,
+		m.Host.IP, apiPort, m.Host.IP, apiPort, m.DataDir, c.binDir, pgLocalPort, m.Host.IP, pgPort, superPass, superPass, m.Name,
 		fencing, s.LogLevel)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }

@@ -15,8 +15,9 @@ LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN        := bin/steward
 OUT        := .test-output
 # Debian packages the tests need (postgresql-15 provides /usr/lib/postgresql/15/bin;
-# haproxy and mariadb-server are started by the API and MySQL tests).
-DEB_PKGS   := postgresql-15 etcd-server etcd-client haproxy mariadb-server mariadb-client
+# haproxy and mariadb-server are started by the API and MySQL tests; tmux runs
+# the CLI's terminal session in e2e/cli_test.go).
+DEB_PKGS   := postgresql-15 etcd-server etcd-client haproxy mariadb-server mariadb-client tmux
 FUZZTIME   ?= 60s
 STATICCHECK_VERSION ?= v0.8.2
 

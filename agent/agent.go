@@ -174,7 +174,11 @@ func New(o Options) *Agent {
 		leaseTTL:  o.Bootstrap.TTL.D(),
 		known:     map[string]knownPeer{},
 	}
-	a.view.Member = dcs.Member{Name: o.Self.Name, Role: dcs.RoleUnknown, State: StateStarting}
+	// Until the first loop publishes, peers asking GET /status see this
+	// member's own settings (not a zero priority), and no eligibility.
+	a.view.Member = dcs.Member{Name: o.Self.Name, Role: dcs.RoleUnknown, State: StateStarting, Priority: o.Self.Priority,
+		NoFailover: o.Self.NoFailover, NoSync: o.Self.NoSync, Tags: o.Tags, NoLoadBalance: o.NoLB,
+		IneligibleReason: []string{"agent starting: no loop has run yet"}}
 	return a
 }
 

@@ -66,6 +66,9 @@ type Self struct {
 	Reinit bool
 	// Rewind allows pg_rewind (postgres.use_pg_rewind).
 	Rewind bool
+	// Kind is the backend ("postgres" or "mysql"), for the texts that name
+	// configuration keys.
+	Kind string
 }
 
 // LeadState is this member's own view of its leadership.
@@ -445,6 +448,9 @@ func rejoinDiverged(o *Observation, up *backends.Upstream) Decision {
 			why = "rewind failed: " + o.Mem.RewindFailed
 		}
 		return Decision{Action: ActReinit, Reason: fmt.Sprintf("history diverged from %s and %s: re-cloning (remove_data_directory_on_rewind_failure)", up.Name, why), Upstream: up}
+	}
+	if o.Self.Kind == "mysql" {
+		return Decision{Action: ActStayDown, Reason: fmt.Sprintf("history diverged from %s (%s); staying out until `steward reinit %s`", up.Name, d.Reason, o.Self.Name)}
 	}
 	why := "postgres.use_pg_rewind is off"
 	if o.Mem.RewindFailed != "" {

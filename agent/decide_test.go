@@ -301,6 +301,10 @@ func TestDecide(t *testing.T) {
 			o.Self.Rewind = false
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"
 		}, ActStayDown, "use_pg_rewind is off"},
+		{"diverged MySQL replica (errant transactions): stay down, naming reinit and no PostgreSQL key", func(o *Observation) {
+			o.Self.Rewind, o.Self.Kind = false, "mysql"
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "errant transactions"}, "a"
+		}, ActStayDown, "(errant transactions); staying out until `steward reinit b`"},
 		{"diverged replica whose rewind failed once: retry after the backoff", func(o *Observation) {
 			o.Mem.RewindFailed, o.Mem.RewindFailures, o.Mem.RewindRetryAt = "boom", 1, t0.Add(-time.Second)
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"

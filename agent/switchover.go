@@ -205,6 +205,13 @@ func switchoverDecision(o *Observation) (Decision, bool) {
 	if v.Phase == PhaseHandover {
 		return Decision{}, false // a handover we started is finishing; nothing to do as leader
 	}
+	if o.Config.Paused && v.Phase == "" {
+		// Rule 7: no handover while paused; the candidate would not take
+		// the key and the cluster would be left without a primary. The
+		// request waits; one scheduled meanwhile is discarded as missed
+		// after resume.
+		return Decision{}, false
+	}
 	if v.Leader != "" && v.Leader != o.Self.Name {
 		return Decision{Action: ActSwitchover, Reason: fmt.Sprintf("a switchover request names %s as the leader, but this member leads: discarding it", v.Leader)}, true
 	}
@@ -493,6 +500,11 @@ func (a *Agent) Submit(ctx context.Context, r SwitchoverRequest) (SwitchoverPlan
 	}
 	if cl.Switchover != nil {
 		return plan, dcs.Versioned[dcs.Switchover]{}, fmt.Errorf("a switchover is already pending (%s): cancel it first: %w", describeRequest(cl.Switchover.Value), dcs.ErrConflict)
+	}
+	if cl.Config != nil {
+		if d, err := config.ParseDynamicJSON(cl.Config.Value); err == nil && d.Paused {
+			return plan, dcs.Versioned[dcs.Switchover]{}, errors.New("the cluster is paused (maintenance mode): no member takes the leader key while paused (rule 7); resume first")
+		}
 	}
 	v := dcs.Switchover{Candidate: r.Candidate, ScheduledAt: r.ScheduledAt, RequestedAt: time.Now().UTC(), Force: r.Force}
 	if cl.Leader != nil {

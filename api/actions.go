@@ -340,6 +340,10 @@ func (s *Server) reinitialize(c *gin.Context) {
 // Client side
 
 func (c *Client) postJSON(ctx context.Context, method, url string, body any, into any) (int, error) {
+	return c.doJSON(ctx, c.HTTP, method, url, body, into)
+}
+
+func (c *Client) doJSON(ctx context.Context, hc *http.Client, method, url string, body any, into any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -356,7 +360,7 @@ func (c *Client) postJSON(ctx context.Context, method, url string, body any, int
 	if c.Username != "" {
 		req.SetBasicAuth(c.Username, c.Password)
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -408,7 +412,18 @@ func (c *Client) Switchover(ctx context.Context, apiURL string, b SwitchoverBody
 		url += "?wait=false"
 	}
 	var res ActionResult
-	code, err := c.postJSON(ctx, http.MethodPost, url, b, &res)
+	hc := c.HTTP
+	if wait && c.Waiting != nil {
+		// The member answers when the switchover is done (up to 60 s):
+		// the default client's 5 s header timeout would cut it off.
+		hc = c.Waiting
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+			defer cancel()
+		}
+	}
+	code, err := c.doJSON(ctx, hc, http.MethodPost, url, b, &res)
 	return res, code, err
 }
 

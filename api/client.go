@@ -16,7 +16,12 @@ import (
 // Client talks to members' REST APIs: the agent's peer probes (rule 2) and
 // the CLI.
 type Client struct {
-	HTTP     *http.Client
+	HTTP *http.Client
+	// Waiting is for requests whose answer comes when an action finished
+	// (POST /switchover, /failover without wait=false): no header or
+	// overall timeout of its own, bounded by the request's context (90 s
+	// when the context has no deadline). nil: HTTP.
+	Waiting  *http.Client
 	Username string
 	Password string
 }
@@ -30,7 +35,10 @@ func NewClient(tlsCfg *tls.Config, username, password string) *Client {
 		ResponseHeaderTimeout: 5 * time.Second,
 		DisableCompression:    true,
 	}
-	return &Client{HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}, Username: username, Password: password}
+	long := tr.Clone()
+	long.ResponseHeaderTimeout = 0
+	return &Client{HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}, Waiting: &http.Client{Transport: long},
+		Username: username, Password: password}
 }
 
 // Status fetches GET <apiURL>/status.

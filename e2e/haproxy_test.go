@@ -74,7 +74,7 @@ func haproxyConfigFromExample(t testing.TB, c *Cluster) *haproxy {
 		t.Fatalf("docs/examples/haproxy.cfg: %d server lines substituted, want %d (3 per listen section)", n, 2*len(c.Members))
 	}
 	for _, want := range []string{"option httpchk GET /primary", "option httpchk GET /replica?lag=1MB", "http-check expect status 200",
-		"inter 500ms fall 1 rise 1 on-marked-down shutdown-sessions"} {
+		"inter 500ms downinter 100ms fall 1 rise 1 on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down", "option redispatch"} {
 		if !strings.Contains(s, want) {
 			t.Fatalf("docs/examples/haproxy.cfg lacks %q", want)
 		}
@@ -365,7 +365,7 @@ func TestHAProxy(t *testing.T) {
 		}
 		return false
 	})
-	t.Logf("MEASURED HAProxy failover (ttl %v, loop_wait %v, check inter 500ms fall 1 rise 1): kill -9 of the primary -> first write through the write port acknowledged by %s: %v",
+	t.Logf("MEASURED HAProxy failover (ttl %v, loop_wait %v, check inter 500ms downinter 100ms fall 1 rise 1): kill -9 of the primary -> first write through the write port acknowledged by %s: %v",
 		c.Profile.TTL, c.Profile.LoopWait, newLeader.Name, failover.Round(time.Millisecond))
 	if failover > budget {
 		t.Errorf("writes reached the new primary after %v, want <= ttl + 2s = %v", failover, budget)

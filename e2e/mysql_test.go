@@ -361,6 +361,28 @@ func TestMySQLErrantRejoinRefused(t *testing.T) {
 			})
 		}
 	}
+	// The operator follows the advice: `steward reinit m1` re-clones it from
+	// the new leader; it then replicates, and the errant rows are gone.
+	if err := newLeader.Exec("INSERT INTO app.steward_test (id, member) VALUES (900001, 'after-failover')"); err != nil {
+		t.Fatal(err)
+	}
+	out, code := newLeader.Steward("reinit", old.Name, "--force", "--timeout", "3m")
+	t.Logf("steward reinit %s (exit %d):\n%s", old.Name, code, out)
+	if code != 0 {
+		t.Fatalf("steward reinit %s exited %d", old.Name, code)
+	}
+	Eventually(t, 60*time.Second, old.Name+" replicates from "+newLeader.Name+" after the reinit", func() bool {
+		ss := old.SlaveStatus()
+		return ss["Master_Port"] == fmt.Sprint(newLeader.Server.Port) && ss["Slave_IO_Running"] == "Yes" && ss["Slave_SQL_Running"] == "Yes"
+	})
+	Eventually(t, 30*time.Second, old.Name+" has the new leader's rows and not its errant ones", func() bool {
+		lost, err1 := old.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE member = 'lost'")
+		after, err2 := old.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = 900001")
+		return err1 == nil && err2 == nil && lost == 0 && after == 1
+	})
+	if st := old.Status(); st == nil || st.Writable || st.State == agent.StateFailed {
+		t.Fatalf("after the reinit: %+v", st)
+	}
 }
 
 // A replica whose applier is stopped (SQL thread), lagging beyond

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -18,13 +21,22 @@ import (
 
 func newListCmd(e *env, g *globals) *cobra.Command {
 	var output string
+	var watch time.Duration
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "Show the cluster's members, roles, lag and failover readiness",
-		Args:  cobra.NoArgs,
+		Long: `Show the cluster as etcd holds it: the leader, maintenance mode, a scheduled
+switchover, and every member with its host, role, state, timeline, lag,
+pending restart, failover readiness and tags. It contacts etcd only.
+
+With --watch 2s the table is printed again every 2 seconds until Ctrl-C.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("watch") && watch < 100*time.Millisecond {
+				return usageErr(fmt.Errorf("--watch %v: expected an interval of at least 100ms, e.g. --watch 2s", watch))
 			}
 			cfg, err := loadConfig(e, g)
 			if err != nil {
@@ -35,17 +47,56 @@ func newListCmd(e *env, g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			ctx, cancel := cliContext(cfg.Bootstrap.RetryTimeout.D() + time.Second)
-			defer cancel()
-			cl, err := st.Load(ctx)
-			if err != nil {
-				return dcsErr(cfg, err)
+			once := func() error {
+				ctx, cancel := cliContext(cfg.Bootstrap.RetryTimeout.D() + time.Second)
+				defer cancel()
+				cl, err := st.Load(ctx)
+				if err != nil {
+					return dcsErr(cfg, err)
+				}
+				return renderList(e.stdout, output, cfg, cl)
 			}
-			return renderList(e.stdout, output, cfg, cl)
+			if watch == 0 {
+				return once()
+			}
+			ctx, stop := signal.NotifyContext(e.context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			clear := isTerminal(e.stdout) && output == "table"
+			for {
+				if clear {
+					fmt.Fprint(e.stdout, "\033[H\033[2J")
+				}
+				if output == "table" {
+					fmt.Fprintf(e.stdout, "%s (every %v; Ctrl-C to stop)\n", time.Now().Format("2006-01-02 15:04:05 MST"), watch)
+				}
+				if err := once(); err != nil {
+					// A watch outlives a short etcd outage: say so and go on.
+					fmt.Fprintf(e.stdout, "steward: %v\n", err)
+				}
+				if !clear && output == "table" {
+					fmt.Fprintln(e.stdout)
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(watch):
+				}
+			}
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "print the list again every interval (e.g. 2s) until Ctrl-C")
 	return cmd
+}
+
+// isTerminal reports whether f (standard input or output) is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := file.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func checkOutput(o string) error {
@@ -173,20 +224,26 @@ func renderList(w io.Writer, format string, cfg *config.Config, cl *dcs.Cluster)
 	}
 	fmt.Fprintln(w)
 	if v.Paused {
-		fmt.Fprintln(w, "Maintenance mode: ON (paused) - no automatic failover")
+		fmt.Fprintln(w, "Maintenance mode: ON (paused): no automatic failover, no restarts; steward resume ends it")
+	} else {
+		fmt.Fprintln(w, "Maintenance mode: off")
 	}
 	if v.Switchover != nil {
 		fmt.Fprintf(w, "Scheduled switchover: %s\n", describeSwitchover(*v.Switchover))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tFAILOVER\tTAGS")
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG\tPENDING RESTART\tFAILOVER\tTAGS")
 	for _, m := range v.Members {
 		state := m.State
 		if m.Reason != "" {
 			state += " (" + m.Reason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
-			tl(m.Timeline), lagText(m.Role, m.LagBytes), readiness(m), tagText(m.Tags))
+		pending := "-"
+		if m.PendingRestart {
+			pending = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Host, m.Role, state,
+			tl(m.Timeline), lagText(m.Role, m.LagBytes), pending, readiness(m), tagText(m.Tags))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -207,14 +264,23 @@ func describeSwitchover(s dcs.Switchover) string {
 	} else {
 		b.WriteString("manual failover")
 	}
-	if s.Candidate != "" {
+	switch {
+	case s.Candidate != "":
 		fmt.Fprintf(&b, " to %s", s.Candidate)
+	case s.Leader != "":
+		b.WriteString(" to the best eligible replica")
 	}
 	if !s.ScheduledAt.IsZero() {
-		fmt.Fprintf(&b, " at %s", s.ScheduledAt.Format(time.RFC3339))
+		fmt.Fprintf(&b, " at %s", s.ScheduledAt.Local().Format(time.RFC3339))
+		if d := time.Until(s.ScheduledAt); d > 0 && s.Phase == "" {
+			fmt.Fprintf(&b, " (in %v)", d.Round(time.Second))
+		}
+	}
+	if s.Force {
+		b.WriteString(", forced")
 	}
 	if s.Phase != "" {
-		fmt.Fprintf(&b, " [%s]", s.Phase)
+		fmt.Fprintf(&b, " [running: %s]", s.Phase)
 	}
 	return b.String()
 }

@@ -5,11 +5,15 @@
 // logger, installs signal handling and maps errors to exit codes:
 //
 //	0  success
-//	1  the operation failed (etcd unreachable, switchover refused, ...)
+//	1  the operation failed or was refused (etcd unreachable, switchover
+//	   refused, confirmation declined); nothing was changed
 //	2  bad usage or an invalid configuration file; nothing was changed
+//	3  the request was made but its outcome is unknown (no outcome within
+//	   --timeout, or interrupted while waiting): check steward list/history
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +26,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	exitUnknown = 3
 )
 
 // exitError carries an exit code through cobra.
@@ -35,6 +40,9 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 
+// unknownErr: the request was made, but whether it took effect is not known.
+func unknownErr(err error) error { return &exitError{code: exitUnknown, err: err} }
+
 // env is what a command may take from the process: the only door to the
 // outside world, so that tests can run commands in-process.
 type env struct {
@@ -42,6 +50,17 @@ type env struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	lookupEnv func(string) (string, bool)
+	// ctx ends the commands that wait (nil: never); SIGINT/SIGTERM end
+	// them too.
+	ctx context.Context
+}
+
+// context returns the environment's context (Background when unset).
+func (e *env) context() context.Context {
+	if e.ctx == nil {
+		return context.Background()
+	}
+	return e.ctx
 }
 
 func main() {

@@ -123,7 +123,7 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 	}
 	ag := agent.New(agent.Options{
 		Self: agent.Self{Name: cfg.Name, NoFailover: cfg.Tags.NoFailover, Priority: cfg.Tags.FailoverPriority,
-			NoSync: cfg.Tags.NoSync, Rewind: rewind, Reinit: reinit},
+			NoSync: cfg.Tags.NoSync, Rewind: rewind, Reinit: reinit, Kind: db.Kind()},
 		Store:     store,
 		Backend:   db,
 		Peers:     peers,

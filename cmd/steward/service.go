@@ -323,7 +323,10 @@ func (s *service) reload() error {
 // agentSelf is the member's flags from cfg. The pg_rewind flag stays as the
 // process started (started): the backend checked its prerequisites then.
 func agentSelf(cfg, started *config.Config) agent.Self {
-	self := agent.Self{Name: started.Name, NoFailover: cfg.Tags.NoFailover, Priority: cfg.Tags.FailoverPriority, NoSync: cfg.Tags.NoSync}
+	self := agent.Self{Name: started.Name, NoFailover: cfg.Tags.NoFailover, Priority: cfg.Tags.FailoverPriority, NoSync: cfg.Tags.NoSync, Kind: "postgres"}
+	if started.MySQL != nil {
+		self.Kind = "mysql"
+	}
 	if started.Postgres != nil {
 		self.Rewind = started.Postgres.UsePgRewind
 	}

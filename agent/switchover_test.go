@@ -1,0 +1,33 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stewardha/steward/dcs"
+)
+
+// While paused the leader does not carry out a switchover (rule 7): the
+// candidate would not take the key, and nobody would lead. After resume a
+// due request runs; one whose time passed meanwhile is discarded.
+func TestSwitchoverWaitsWhilePaused(t *testing.T) {
+	o := obs()
+	o.Self.Name = "a"
+	req := func(at time.Time) *dcs.Versioned[dcs.Switchover] {
+		return &dcs.Versioned[dcs.Switchover]{Version: 7, Value: dcs.Switchover{Leader: "a", Candidate: "b", ScheduledAt: at}}
+	}
+	o.Cluster.Switchover = req(time.Time{})
+	o.Config.Paused = true
+	if d, ok := switchoverDecision(o); ok {
+		t.Fatalf("paused: the leader acts on the switchover: %+v", d)
+	}
+	o.Config.Paused = false
+	if d, ok := switchoverDecision(o); !ok || d.Action != ActSwitchover {
+		t.Fatalf("resumed: %+v %v, want the switchover", d, ok)
+	}
+	o.Cluster.Switchover = req(o.Now.Add(-time.Minute))
+	if d, ok := switchoverDecision(o); !ok || d.Action != ActSwitchover || !strings.Contains(d.Reason, "missed") {
+		t.Fatalf("resumed after the scheduled time: %+v %v, want it discarded as missed", d, ok)
+	}
+}

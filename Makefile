@@ -2,6 +2,7 @@
 #
 #   make demo   run a live local cluster (etcd + 3 PostgreSQL members + agents)
 #   make test   install what is missing (Debian packages), then run every test
+#   make chaos  the long fault-injection schedule (docs/reliability.md)
 #
 # Everything runs on a fresh Debian 12 machine with Go; `make deps` installs the
 # Debian packages the tests and the demo need, quietly when they are present.
@@ -22,7 +23,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build test deps lint fuzz demo bench bench-quick clean
+.PHONY: all build test deps lint fuzz demo bench bench-quick clean chaos
 
 all: build
 
@@ -72,6 +73,37 @@ bench-quick: deps
 	@set -o pipefail; STEWARD_E2E_RACE=0 STEWARD_BENCH_RUNS=3 $(GO) test -count=1 -timeout 30m -run '^$$' \
 		-bench 'BenchmarkFailover/ttl3s' -benchtime 1x ./e2e/ 2>&1 | grep -vE '^\s+(time=|harness.go)'
 
+## chaos: the long fault-injection schedule of e2e/chaos (docs/reliability.md):
+## COUNT faults drawn from SEED (default: random, printed), run in chunks of
+## CHUNK faults, each chunk on a fresh cluster; a chunk's seed and step range
+## replay it exactly (printed). SYNC=off|on|strict, FENCING=required|
+## best-effort|off, KINDS=kill-agent,... (default all). LOCK=FILE runs each
+## chunk under flock FILE, released between chunks. The reports go to
+## $(OUT)/chaos/ and the summary tables are printed at the end.
+COUNT   ?= 200
+CHUNK   ?= 25
+SEED    ?=
+SYNC    ?= off
+FENCING ?= required
+KINDS   ?= all
+LOCK    ?=
+chaos: deps
+	@mkdir -p $(OUT)/chaos
+	@$(GO) test -c -o $(OUT)/chaos.test ./e2e/chaos/
+	@set -o pipefail; seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(( $$(date +%s%N) / 1000 % 1000000000 )); \
+	echo "== chaos: seed $$seed, $(COUNT) faults in chunks of $(CHUNK), synchronous_mode $(SYNC), fencing $(FENCING), kinds $(KINDS)"; \
+	rm -f $(OUT)/chaos/seed$$seed-*.json; rc=0; \
+	for ((from=0; from<$(COUNT); from+=$(CHUNK))); do to=$$((from+$(CHUNK))); [ $$to -gt $(COUNT) ] && to=$(COUNT); \
+		echo "== chaos: steps [$$from,$$to) (log: $(OUT)/chaos/seed$$seed.log)"; \
+		(cd e2e/chaos && STEWARD_CHAOS_SEED=$$seed STEWARD_CHAOS_COUNT=$(COUNT) STEWARD_CHAOS_FROM=$$from STEWARD_CHAOS_TO=$$to \
+			STEWARD_CHAOS_SYNC=$(SYNC) STEWARD_CHAOS_FENCING=$(FENCING) STEWARD_CHAOS_KINDS=$(KINDS) STEWARD_CHAOS_OUT=$(abspath $(OUT))/chaos \
+			$(if $(LOCK),flock $(LOCK)) ../../$(OUT)/chaos.test -test.run '^TestChaos$$' -test.v -test.count=1 -test.timeout 90m) 2>&1 \
+			| tee -a $(OUT)/chaos/seed$$seed.log | grep --line-buffered -E 'CHAOS (result|VIOLATION|done)|^(--- |FAIL|ok|PASS)|panic:' \
+			|| rc=1; \
+	done; \
+	$(GO) run ./e2e/chaos/chaosreport $(OUT)/chaos/seed$$seed-*.json; \
+	if [ $$rc -ne 0 ]; then echo "chaos: FAILED (seed $$seed): see $(OUT)/chaos/seed$$seed.log"; fi; exit $$rc
+
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
@@ -108,6 +140,10 @@ DEB_ROOT       := $(DEB_DIR)/steward_$(DEB_VERSION)_$(DEB_ARCH)
 DEB_FILE       := $(DEB_ROOT).deb
 
 .PHONY: install install-files deb
+
+# e2e/chaos builds its test hosts with ip netns, partitions them with nft and
+# runs agents as the postgres user with setpriv (util-linux).
+DEB_PKGS += iproute2 nftables procps util-linux
 
 # e2e/getting_started_test.go runs docs/getting-started.md, which uses curl;
 # systemd/units_test.go runs systemd-analyze (package systemd).

@@ -17,7 +17,11 @@ import (
 func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 	timeout := o.Config.RetryTimeout.D()
 	switch d.Action {
-	case ActNone, ActWait, ActStayDown:
+	case ActNone:
+		a.replicaChores(ctx, o)
+		return
+
+	case ActWait, ActStayDown:
 		return
 
 	case ActAdopt:
@@ -360,7 +364,7 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 		a.log.Warn("creating replication slots after promotion failed", "err", err)
 	}
 	cancel()
-	a.lastSlots = ""
+	a.lastSlots, a.lastSlotsDropped = "", ""
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	st := a.db.Observe(octx)
 	cancel()
@@ -496,6 +500,32 @@ func (a *Agent) reacquire(ctx context.Context, o *Observation) {
 	if _, err := a.store.AppendHistory(ctx, rec); err == nil {
 		a.setHistoryTerm(l.Term)
 	}
+}
+
+// replicaChores: a streaming replica drops the replication slots it
+// created for its peers when it led (a former primary that rejoined).
+// Nobody streams from a replica, so those slots never advance and would
+// keep every WAL segment from the demotion on until the disk is full. The
+// leader creates its peers' slots at promotion (rule: a member that is
+// briefly gone finds its slot there), so a replica needs none. Done once
+// per membership, like the leader's EnsureSlots.
+func (a *Agent) replicaChores(ctx context.Context, o *Observation) {
+	sc, ok := a.db.(SlotCleaner)
+	if !ok || !o.DB.InRecovery || o.Lead.Held {
+		return
+	}
+	names := a.memberNames(o.Cluster)
+	key := fmt.Sprint(names)
+	if key == a.lastSlotsDropped {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
+	defer cancel()
+	if err := sc.DropMemberSlots(sctx, names); err != nil {
+		a.log.Warn("dropping the slots this replica kept from when it led failed; will retry", "err", err)
+		return
+	}
+	a.lastSlotsDropped = key
 }
 
 // leaderChores does the leader's chores: status (the position replicas measure their

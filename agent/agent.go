@@ -95,6 +95,7 @@ type Agent struct {
 	wake      chan struct{} // wakes the loop at once
 	leaseMove chan struct{} // wakes the fence timer: the deadline moved
 	renewWake chan struct{} // wakes the lease keeper: leadership started
+	dueAt     time.Time     // when this leader's scheduled switchover falls due (zero: none)
 
 	mu        sync.Mutex
 	lead      LeadState
@@ -117,6 +118,7 @@ type Agent struct {
 	lastStatusPos      backends.Position
 	lastStatusTerm     int64
 	lastSlots          string
+	lastSlotsDropped   string // replicaChores: membership whose slots were last cleared
 	lastRole           string
 	lastLeaderName     string
 	historyTerm        int64
@@ -225,6 +227,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.step(ctx)
 		a.mu.Lock()
 		wait := a.dyn.LoopWait.D()
+		if d := time.Until(a.dueAt); d > 0 && d < wait {
+			wait = d // a scheduled switchover falls due before the next loop
+		}
 		a.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
@@ -502,6 +507,10 @@ func (a *Agent) step(ctx context.Context) {
 		a.mu.Lock()
 		if sw := cl.Switchover; sw != nil && sw.Version != a.mem.SwitchoverSeenVersion {
 			a.mem.SwitchoverSeenVersion, a.mem.SwitchoverSeenAt = sw.Version, start
+		}
+		a.dueAt = time.Time{}
+		if sw := cl.Switchover; sw != nil && cl.Leader != nil && cl.Leader.Name == a.opts.Self.Name {
+			a.dueAt = sw.Value.ScheduledAt
 		}
 		a.mu.Unlock()
 	}

@@ -165,6 +165,13 @@ type PeerFencer interface {
 	FencePeer(ctx context.Context, up backends.Upstream) error
 }
 
+// SlotCleaner is an optional Backend capability: on a replica, drop the
+// replication slots named after the given members (those it created when
+// it led). Slots it did not create are left alone.
+type SlotCleaner interface {
+	DropMemberSlots(ctx context.Context, members []string) error
+}
+
 // Watchdog is a hardware or software watchdog armed while this member
 // leads (fencing.Watchdog).
 type Watchdog interface {

@@ -181,6 +181,14 @@ func TestFailoverAndRejoin(t *testing.T) {
 			t.Fatalf("%s is writable after the failover", m.Name)
 		}
 	}
+	// The old primary, now a replica, dropped the slots it had created for
+	// its peers: nobody streams from it, so they would never advance and
+	// would keep all its WAL from now on (found by the chaos suite).
+	// (backends/postgres TestDropMemberSlotsOnStandby: other slots stay.)
+	Eventually(t, 10*time.Second, "the rejoined old primary keeps no member slots", func() bool {
+		n, err := old.QueryInt("SELECT count(*) FROM pg_replication_slots")
+		return err == nil && n == 0
+	})
 }
 
 func history(t *testing.T, c *Cluster) []dcs.HistoryRecord {

@@ -26,7 +26,9 @@
 //     deadline, and — when the agent runs as root — as Options.RunAs.
 //     Passwords reach them through PGPASSWORD, never the command line.
 //     Their stderr (bounded) is part of the error they cause.
-//   - Replication slots are only created, never dropped (EnsureSlots).
+//   - A primary's member slots are only created, never dropped
+//     (EnsureSlots); a standby drops the inactive member slots it kept from
+//     when it led (DropMemberSlots), and no slot of another name.
 //   - synchronous_standby_names lives in postgresql.conf, set by SetSync
 //     (the leader's decision, DESIGN rule 6); SetSync returns only once
 //     the running server applies it, with the flushed position read after.

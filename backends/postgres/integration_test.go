@@ -749,3 +749,27 @@ func TestSetSyncStandbys(t *testing.T) {
 		t.Fatalf("after SetSync(async) the primary waits for %s", st.Sync)
 	}
 }
+
+// A standby drops the slots named after members (those a former primary
+// created for its peers) and keeps any other slot; a primary drops nothing.
+func TestDropMemberSlotsOnStandby(t *testing.T) {
+	t.Parallel()
+	p := bootstrapMember(t, "dsp")
+	r := cloneMember(t, "dsr", p)
+	for _, s := range []string{"m2", "m3", "operator_backup"} {
+		pgtest.Exec(t, r.addr(), `SELECT pg_create_physical_replication_slot($1, true)`, s)
+	}
+	if err := r.b.DropMemberSlots(tctx(t, 10*time.Second), []string{"m2", "m3", "m4", "dsr"}); err != nil {
+		t.Fatalf("DropMemberSlots on the standby: %v", err)
+	}
+	if got := pgtest.QueryValue(t, r.addr(), `SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots`); got != "operator_backup" {
+		t.Fatalf("slots left on the standby: %q, want only operator_backup", got)
+	}
+	before := pgtest.QueryValue(t, p.addr(), `SELECT count(*) FROM pg_replication_slots`)
+	if err := p.b.DropMemberSlots(tctx(t, 10*time.Second), []string{"dsr"}); err != nil {
+		t.Fatalf("DropMemberSlots on the primary: %v", err)
+	}
+	if after := pgtest.QueryValue(t, p.addr(), `SELECT count(*) FROM pg_replication_slots`); after != before || before == "0" {
+		t.Fatalf("the primary's slots: %s before, %s after (want unchanged, not 0)", before, after)
+	}
+}

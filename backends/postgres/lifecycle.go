@@ -646,6 +646,48 @@ func (b *Backend) EnsureSlots(ctx context.Context, members []string) error {
 	return nil
 }
 
+// DropMemberSlots drops, on a standby, the inactive physical replication
+// slots named after the given members: the slots a former primary created
+// for its peers while it led. On a standby they never advance and would
+// retain all WAL from the demotion on. Other slots (an operator's, a
+// backup tool's) are left alone, and so is anything on a primary.
+func (b *Backend) DropMemberSlots(ctx context.Context, members []string) error {
+	self := SlotName(b.opts.Member)
+	var dropped []string
+	err := b.withConn(ctx, func(c *pgx.Conn) error {
+		var inRecovery bool
+		if err := c.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+			return err
+		}
+		if !inRecovery {
+			return nil
+		}
+		for _, m := range members {
+			slot := SlotName(m)
+			if slot == "" || slot == self {
+				continue
+			}
+			var n int
+			err := c.QueryRow(ctx, `SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
+				WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active`, slot).Scan(&n)
+			if err != nil && sqlState(err) != "42704" { // undefined_object: dropped meanwhile
+				return fmt.Errorf("dropping slot %s of %s: %w", slot, m, err)
+			}
+			if n > 0 {
+				dropped = append(dropped, slot)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop member slots: %w", err)
+	}
+	if len(dropped) > 0 {
+		b.log.Info("dropped the replication slots kept from when this member led (a replica's slots never advance and would retain WAL)", "slots", dropped)
+	}
+	return nil
+}
+
 // Heartbeat commits one row in steward.heartbeat (synchronous_commit
 // local, statement_timeout from ctx): proof that the primary can write.
 func (b *Backend) Heartbeat(ctx context.Context, member string) error {

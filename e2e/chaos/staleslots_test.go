@@ -1,5 +1,3 @@
-//go:build chaosbugs
-
 package chaos
 
 import (
@@ -15,10 +13,9 @@ import (
 // its demotion on: its WAL disk fills after enough WAL (or, with little
 // traffic, enough failovers, each leaving a copy of the current segment).
 //
-// It is behind the chaosbugs build tag because it fails until the agent
-// drops such slots (make test must stay green meanwhile):
-//
-//	go test -tags chaosbugs -run TestFormerPrimaryKeepsNoSlots -v ./e2e/chaos/
+// Fixed: a streaming replica drops the member slots it kept
+// (agent replicaChores, postgres DropMemberSlots). This stays as the
+// regression test, in the lab where the bug was found.
 func TestFormerPrimaryKeepsNoSlots(t *testing.T) {
 	s := DefaultSettings()
 	log := testLogger(t)

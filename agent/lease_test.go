@@ -414,3 +414,45 @@ func TestMemberKeyWritesOnPositionDrift(t *testing.T) {
 		}
 	})
 }
+
+// A replica's lag crossing maximum_lag_on_failover is published at once, in
+// either direction, even inside the position refresh interval: otherwise
+// `list` and /cluster show a caught-up replica as not eligible for seconds
+// after a WAL segment switch on the leader.
+func TestMemberKeyWritesWhenLagCrossesTheFailoverLimit(t *testing.T) {
+	st := newFakeStore("b", 5)
+	db := &fakeDB{}
+	a := leaderAgent(st, db)
+	a.opts.Self.Name = "a"
+	dyn := config.DefaultDynamic() // maximum_lag_on_failover 1MB, ttl 30s
+	now := time.Now()
+	step := func(leaderPos, replayed uint64) (writes int, lag int64) {
+		t.Helper()
+		st.mu.Lock()
+		st.cl.Status.Position = pos(leaderPos)
+		st.mu.Unlock()
+		cl, _ := st.Load(context.Background()) // what the loop reads
+		o := &Observation{
+			Now: now, Cluster: cl, Config: dyn, Self: Self{Name: "a"},
+			DB: backends.Status{State: backends.StateRunning, InRecovery: true, Streaming: true,
+				Timeline: 1, Position: pos(replayed), Received: pos(replayed), Replayed: pos(replayed), SystemID: "7000"},
+			Lag: lsnLag, Compare: lsnCmp,
+		}
+		before := st.puts
+		a.publish(context.Background(), o, Decision{Action: ActNone})
+		now = now.Add(100 * time.Millisecond)
+		return st.puts - before, st.cl.Members["a"].LagBytes
+	}
+	if n, lag := step(1000, 1000); n != 1 || lag != 0 {
+		t.Fatalf("first publish: %d writes, lag %d; want 1 write, lag 0", n, lag)
+	}
+	if n, _ := step(2000, 1500); n != 0 {
+		t.Fatalf("a 500-byte lag inside the refresh interval was written (%d writes); want none", n)
+	}
+	if n, lag := step(1000+16<<20, 1500); n != 1 || lag != 16<<20-500 {
+		t.Fatalf("lag beyond the limit: %d writes, published lag %d; want 1 write at once", n, lag)
+	}
+	if n, lag := step(1000+16<<20, 1000+16<<20); n != 1 || lag != 0 {
+		t.Fatalf("caught up again: %d writes, published lag %d; want 1 write at once with lag 0", n, lag)
+	}
+}

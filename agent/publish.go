@@ -96,7 +96,12 @@ func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
 	cmp := m
 	cmp.Heartbeat = time.Time{}
 	b, _ := json.Marshal(cmp)
-	cmp.Position, cmp.Received, cmp.Replayed, cmp.LagBytes, cmp.Delay = backends.Position{}, backends.Position{}, backends.Position{}, 0, 0
+	cmp.Position, cmp.Received, cmp.Replayed, cmp.Delay = backends.Position{}, backends.Position{}, backends.Position{}, 0
+	// The lag itself waits for the refresh, but not a change of which side
+	// of maximum_lag_on_failover it is on: `list` and /cluster would show a
+	// caught-up replica as "not eligible" (a WAL segment switch on the leader
+	// briefly puts every replica 16 MB behind) until the next refresh.
+	cmp.LagBytes = lagClass(m.LagBytes, int64(o.Config.MaximumLagOnFailover))
 	shape, _ := json.Marshal(cmp)
 	_, present := o.Cluster.Members[m.Name]
 	age := o.Now.Sub(a.lastPublishTime)
@@ -116,6 +121,19 @@ func (a *Agent) publish(ctx context.Context, o *Observation, d Decision) {
 		return
 	}
 	a.lastPublished, a.lastPublishedShape, a.lastPublishTime = b, shape, o.Now
+}
+
+// lagClass buckets a published lag: unknown, within the failover limit, or
+// beyond it.
+func lagClass(lag, limit int64) int64 {
+	switch {
+	case lag < 0:
+		return -1
+	case lag > limit:
+		return 2
+	default:
+		return 1
+	}
 }
 
 // positionRefresh is how often a member key is rewritten when only its

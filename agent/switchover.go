@@ -216,11 +216,10 @@ func switchoverDecision(o *Observation) (Decision, bool) {
 		return Decision{Action: ActSwitchover, Reason: fmt.Sprintf("a switchover request names %s as the leader, but this member leads: discarding it", v.Leader)}, true
 	}
 	if !v.ScheduledAt.IsZero() {
+		// Never early: the loop wakes at the scheduled instant (Run's
+		// timer), so it starts within milliseconds of it.
 		lw := o.Config.LoopWait.D()
 		if d := v.ScheduledAt.Sub(o.Now); d > 0 {
-			if d <= lw {
-				return Decision{Action: ActSwitchover, Reason: fmt.Sprintf("switchover scheduled at %s is due", v.ScheduledAt.Format(time.RFC3339))}, true
-			}
 			return Decision{}, false
 		} else if -d > lw*3/2+time.Second {
 			return Decision{Action: ActSwitchover, Reason: fmt.Sprintf("switchover scheduled at %s was missed by %v: discarding it, not running it late",

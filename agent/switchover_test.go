@@ -31,3 +31,19 @@ func TestSwitchoverWaitsWhilePaused(t *testing.T) {
 		t.Fatalf("resumed after the scheduled time: %+v %v, want it discarded as missed", d, ok)
 	}
 }
+
+// A scheduled switchover never starts before its time, not even by part of
+// a loop, and starts at the first loop at or after it.
+func TestScheduledSwitchoverNeverEarly(t *testing.T) {
+	o := obs()
+	o.Self.Name = "a"
+	at := o.Now.Add(o.Config.LoopWait.D() / 2)
+	o.Cluster.Switchover = &dcs.Versioned[dcs.Switchover]{Version: 7, Value: dcs.Switchover{Leader: "a", Candidate: "b", ScheduledAt: at}}
+	if d, ok := switchoverDecision(o); ok {
+		t.Fatalf("half a loop before its time: %+v, want nothing yet", d)
+	}
+	o.Now = at
+	if d, ok := switchoverDecision(o); !ok || d.Action != ActSwitchover || strings.Contains(d.Reason, "missed") {
+		t.Fatalf("at its time: %+v %v, want the switchover", d, ok)
+	}
+}

@@ -584,11 +584,11 @@ func terminalSession(t *testing.T, c *Cluster) {
 	inOrder(t, "steward list in a terminal", out,
 		"Cluster: e2e   Leader: m1 (term ", "System ID: ",
 		"Maintenance mode: off",
-		"MEMBER  HOST", "ROLE     STATE      TL  LAG  PENDING RESTART  FAILOVER", "TAGS")
+		"MEMBER  HOST", "ROLE     STATE      TL  LAG  SYNC   PENDING RESTART  FAILOVER", "TAGS")
 	for _, re := range []string{
 		`(?m)^m1\s+127\.0\.0\.1:\d+\s+leader\s+running\s+1\s+-\s+-\s+-\s*$`,
-		`(?m)^m2\s+127\.0\.0\.1:\d+\s+replica\s+streaming\s+1\s+0 B\s+-\s+eligible\s*$`,
-		`(?m)^m3\s+127\.0\.0\.1:\d+\s+replica\s+streaming\s+1\s+0 B\s+-\s+no: tagged nofailover\s+nofailover=true$`,
+		`(?m)^m2\s+127\.0\.0\.1:\d+\s+replica\s+streaming\s+1\s+0 B\s+async\s+-\s+eligible\s*$`,
+		`(?m)^m3\s+127\.0\.0\.1:\d+\s+replica\s+streaming\s+1\s+0 B\s+async\s+-\s+no: tagged nofailover\s+nofailover=true$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Fatalf("steward list in a terminal: no row matching %s:\n%s", re, out)

@@ -518,7 +518,7 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 func (c *Cluster) WaitHealthy(within time.Duration) *Member {
 	c.T.Helper()
 	var leader *Member
-	Eventually(c.T, within, "one writable leader and every replica streaming", func() bool {
+	Eventually(c.T, within, "one writable leader and every replica streaming with a known lag", func() bool {
 		cl := c.LoadCluster()
 		if cl == nil || cl.Leader == nil {
 			return false
@@ -536,7 +536,10 @@ func (c *Cluster) WaitHealthy(within time.Duration) *Member {
 				if !mm.Writable || mm.State != agent.StateRunning {
 					return false
 				}
-			} else if mm.State != agent.StateStreaming || mm.Following != leader.Name {
+			} else if mm.State != agent.StateStreaming || mm.Following != leader.Name || mm.LagBytes < 0 {
+				// LagBytes < 0: streaming, but its replay position is not known
+				// yet (a MariaDB replica before its SQL thread applied an event):
+				// a switchover to it would be refused.
 				return false
 			}
 		}

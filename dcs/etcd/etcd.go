@@ -495,9 +495,18 @@ func (s *Store) GetLeader(ctx context.Context) (*dcs.Leader, error) {
 // order; the channel is buffered and a slow reader never blocks the watch
 // (older undelivered events are dropped in favour of newer ones, since only
 // the latest state matters). After a broken watch it reconnects and sends a
-// Resync event.
+// Resync event. Every change made after WatchLeader returns is delivered:
+// it reads the current revision first (within the call deadline) and the
+// watch starts right after it, however late its goroutine gets going. With
+// etcd unreachable it starts from whatever is current once it connects.
 func (s *Store) WatchLeader(ctx context.Context) <-chan dcs.LeaderEvent {
 	out := make(chan dcs.LeaderEvent, 16)
+	var rev int64
+	c, cancel := s.ctx(ctx)
+	if resp, err := s.cli.Get(c, s.keys.Leader(), clientv3.WithCountOnly()); err == nil {
+		rev = resp.Header.Revision
+	}
+	cancel()
 	go func() {
 		defer close(out)
 		send := func(ev dcs.LeaderEvent) {
@@ -515,7 +524,6 @@ func (s *Store) WatchLeader(ctx context.Context) <-chan dcs.LeaderEvent {
 				}
 			}
 		}
-		var rev int64
 		first := true
 		backoff := 50 * time.Millisecond
 		for ctx.Err() == nil {

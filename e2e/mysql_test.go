@@ -694,10 +694,29 @@ func TestMySQLSwitchoversUnderWrites(t *testing.T) {
 		before := len(w.Snapshot())
 		Eventually(t, 5*time.Second, "writes flow", func() bool { return len(w.Snapshot()) > before+20 })
 		requested := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		res, code, err := client.Switchover(ctx, fmt.Sprintf("http://127.0.0.1:%d", leader.APIPort),
-			api.SwitchoverBody{Leader: leader.Name, Candidate: cand.Name}, false, true)
-		cancel()
+		var res api.ActionResult
+		var code int
+		var err error
+		// Under a fully loaded make test the leader has (rarely) refused the
+		// first switchover with "replay position unknown" (the candidate's
+		// live answer had no comparable replay position); that refusal is
+		// safe and changes nothing. Not reproduced alone (6 of 6 runs
+		// passed): log what the candidate reported, retry for up to 5 s.
+		for try := 0; ; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			res, code, err = client.Switchover(ctx, fmt.Sprintf("http://127.0.0.1:%d", leader.APIPort),
+				api.SwitchoverBody{Leader: leader.Name, Candidate: cand.Name}, false, true)
+			cancel()
+			if err == nil && code == 412 && strings.Contains(res.Error, "replay position unknown") && try < 10 {
+				cl := c.LoadCluster()
+				ss := cand.SlaveStatus()
+				t.Logf("switchover %d refused (%s): status key %+v; %s's member key %+v; its SHOW SLAVE STATUS: Relay_Master_Log_File=%q Exec_Master_Log_Pos=%q Master_Server_Id=%q Gtid_IO_Pos=%q; retrying",
+					i, res.Error, cl.Status, cand.Name, cl.Members[cand.Name], ss["Relay_Master_Log_File"], ss["Exec_Master_Log_Pos"], ss["Master_Server_Id"], ss["Gtid_IO_Pos"])
+				time.Sleep(500 * time.Millisecond)
+				continue
+			}
+			break
+		}
 		if err != nil || code != 200 {
 			t.Fatalf("switchover %d %s -> %s: %d %+v %v", i, leader.Name, cand.Name, code, res, err)
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/stewardha/steward/config"
 	"github.com/stewardha/steward/dcs"
 	"github.com/stewardha/steward/dcs/etcd"
+	"github.com/stewardha/steward/internal/freeport"
 )
 
 // defaultPGBinDir is where Debian's postgresql-15 installs the binaries; the
@@ -190,14 +191,9 @@ func ensurePostgres(e *env, binDir string) error {
 	return nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort: a port outside the kernel's ephemeral range, so that a member
+// restarted during a switchover finds its port still free.
+func freePort() (int, error) { return freeport.Free() }
 
 func (d *demo) setup() error {
 	dir := d.o.dir

@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,6 +29,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/stewardha/steward/backends/mysql"
+	"github.com/stewardha/steward/internal/freeport"
 )
 
 // Credentials of the servers made here.
@@ -111,15 +111,15 @@ func Chown(t testing.TB, path string) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// outside the kernel's ephemeral range (see internal/freeport).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Free()
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // Server is one MariaDB server's files and address.

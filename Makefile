@@ -48,6 +48,7 @@ test: deps
 	status=$${PIPESTATUS[0]}; \
 	if [ $$status -ne 0 ]; then echo "FAILED: see $(OUT)/test.log"; exit $$status; fi; \
 	echo "== all tests passed"
+	@echo "== bench-quick (log: $(OUT)/bench-quick.log)"; $(BENCH_QUICK)
 
 ## lint: formatting, vet and staticcheck.
 lint:
@@ -68,10 +69,13 @@ bench: deps
 	@set -o pipefail; STEWARD_E2E_RACE=0 $(GO) test -count=1 -timeout 120m -run '^$$' -bench . -benchtime 1x ./e2e/ 2>&1 \
 		| grep -vE '^\s+(time=|harness.go)'
 
-## bench-quick: a few minutes: 3 failovers in the fast profile.
+## bench-quick: a couple of minutes, run by make test too: 3 failovers in
+## the fast profile (ttl 3s) and 3 switchovers, through HAProxy.
+BENCH_QUICK = set -o pipefail; STEWARD_E2E_RACE=0 STEWARD_BENCH_RUNS=3 $(GO) test -count=1 -timeout 30m -run '^$$' \
+		-bench '^Benchmark(Failover|Switchover)$$/^ttl3s-loop500ms-sync-off$$' -benchtime 1x ./e2e/ 2>&1 \
+		| tee $(OUT)/bench-quick.log | grep --line-buffered -E '^(ok|FAIL|---|Benchmark)|MEASURED|^  [ a-z]|\.go:[0-9]+: '
 bench-quick: deps
-	@set -o pipefail; STEWARD_E2E_RACE=0 STEWARD_BENCH_RUNS=3 $(GO) test -count=1 -timeout 30m -run '^$$' \
-		-bench 'BenchmarkFailover/ttl3s' -benchtime 1x ./e2e/ 2>&1 | grep -vE '^\s+(time=|harness.go)'
+	@mkdir -p $(OUT); $(BENCH_QUICK)
 
 ## chaos: the long fault-injection schedule of e2e/chaos (docs/reliability.md):
 ## COUNT faults drawn from SEED (default: random, printed), run in chunks of

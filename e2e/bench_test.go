@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stewardha/steward/api"
+	"github.com/stewardha/steward/dcs"
 )
 
 // Stats summarises repeated measurements.
@@ -195,17 +197,34 @@ var benchProfiles = []struct {
 // promoted -> HAProxy routes to it (load balancer); acknowledged writes
 // lost; the old primary's rejoin. Run by `make bench`.
 func BenchmarkFailover(b *testing.B) {
-	for _, pr := range benchProfiles {
-		b.Run(pr.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				runFailoverBench(b, pr.name, pr.p, benchRuns())
-			}
-		})
+	for _, syncMode := range []string{"off", "on"} {
+		for _, pr := range benchProfiles {
+			name := pr.name + "-sync-" + syncMode
+			b.Run(name, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					runFailoverBench(b, name, pr.p, syncMode, benchRuns())
+				}
+			})
+		}
 	}
 }
 
-func runFailoverBench(b *testing.B, name string, p Profile, runs int) {
+func runFailoverBench(b *testing.B, name string, p Profile, syncMode string, runs int) {
 	c, h := benchCluster(b, p)
+	if syncMode != "off" {
+		setDynamic(b, c, "synchronous_mode", syncMode)
+	}
+	// In synchronous mode every failover must promote a member the sync key
+	// counted, and the cluster is measured only once the leader counts a
+	// standby again (the rejoined member may be the one it picks).
+	waitSync := func(leader string) {
+		if syncMode == "off" {
+			return
+		}
+		waitSyncKey(b, c, 30*time.Second, "the leader counts a synchronous standby", func(s dcs.SyncState) bool {
+			return s.Mode == syncMode && s.Leader == leader && s.Quorum > 0 && len(s.Members) > 0
+		})
+	}
 	unavail := Stats{Name: "write unavailability (kill -> first write via HAProxy)"}
 	expiry := Stats{Name: "  detection: kill -> old leader key gone"}
 	elect := Stats{Name: "  election: key gone -> new key acquired"}
@@ -215,6 +234,11 @@ func runFailoverBench(b *testing.B, name string, p Profile, runs int) {
 	var lostTotal, acked int
 	for run := 0; run < runs; run++ {
 		old := c.WaitHealthy(60 * time.Second)
+		waitSync(old.Name)
+		var syncSet []string
+		if s := syncState(c); s != nil {
+			syncSet = s.Members
+		}
 		Eventually(b, 10*time.Second, "HAProxy routes writes to "+old.Name, func() bool {
 			up := h.up("postgres-write")
 			return len(up) == 1 && up[0] == old.Name
@@ -255,6 +279,9 @@ func runFailoverBench(b *testing.B, name string, p Profile, runs int) {
 		acked += len(acks)
 		unavail.Vals = append(unavail.Vals, first.At.Sub(killedAt))
 		newLeader := c.Member(first.Member)
+		if syncMode != "off" && !slices.Contains(syncSet, newLeader.Name) {
+			b.Fatalf("synchronous_mode %s: %s was promoted, but the sync key before the kill counted only %v", syncMode, newLeader.Name, syncSet)
+		}
 		acquired := logTimeAfter(newLeader, `msg="acquired the leader key"`, killedAt)
 		promoted := logTimeAfter(newLeader, `msg="role change: promoted"`, killedAt)
 		select {
@@ -285,13 +312,16 @@ func runFailoverBench(b *testing.B, name string, p Profile, runs int) {
 	}
 	target := p.TTL - p.LoopWait/2 + time.Second
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nMEASURED failover, profile %s (ttl %v, loop_wait %v, retry_timeout %v), %d runs, writer every 5ms through HAProxy (checks every 500ms):\n", name, p.TTL, p.LoopWait, p.RetryTimeout, runs)
+	fmt.Fprintf(&sb, "\nMEASURED failover, profile %s (ttl %v, loop_wait %v, retry_timeout %v, synchronous_mode %s), %d runs, writer every 5ms through HAProxy (checks every 500ms):\n", name, p.TTL, p.LoopWait, p.RetryTimeout, syncMode, runs)
 	for _, s := range []Stats{unavail, expiry, elect, promote, lb, rejoin} {
 		fmt.Fprintf(&sb, "  %s\n", s)
 	}
-	fmt.Fprintf(&sb, "  target: median write unavailability <= ttl - loop_wait/2 + 1s = %.2fs; acknowledged writes lost (async): %d of %d acknowledged, in %d failovers\n",
-		target.Seconds(), lostTotal, acked, runs)
+	fmt.Fprintf(&sb, "  target: median write unavailability <= ttl - loop_wait/2 + 1s = %.2fs; acknowledged writes lost (synchronous_mode %s): %d of %d acknowledged, in %d failovers\n",
+		target.Seconds(), syncMode, lostTotal, acked, runs)
 	fmt.Print(sb.String())
+	if syncMode != "off" && lostTotal > 0 {
+		b.Fatalf("synchronous_mode %s lost %d acknowledged writes", syncMode, lostTotal)
+	}
 	b.ReportMetric(unavail.pct(0.5).Seconds(), "median-failover-s")
 	b.ReportMetric(rejoin.pct(0.5).Seconds(), "median-rejoin-s")
 }

@@ -211,6 +211,13 @@ type PeerStatus struct {
 	// NoFailover: tagged nofailover (never a candidate).
 	NoFailover bool `json:"nofailover"`
 	Paused     bool `json:"paused"`
+	// LagBytes is the member's own replay lag, measured in its last loop
+	// against the leader position it read just before observing its
+	// database (nil: unknown, or an agent that does not report it). Used by
+	// the switchover pre-check: the leader's current position against this
+	// member's replay of up to a loop ago overstates the lag, by 16 MB right
+	// after a WAL segment switch.
+	LagBytes *int64 `json:"lag_bytes,omitempty"`
 }
 
 // Metrics receives the agent's events; cmd/steward wires the Prometheus

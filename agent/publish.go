@@ -44,6 +44,13 @@ func (a *Agent) PeerStatus(now time.Time) PeerStatus {
 		Timeline: m.Timeline, Position: m.Position, Received: m.Received, Replayed: m.Replayed,
 		Eligible: m.Eligible, Reasons: m.IneligibleReason, Priority: m.Priority, NoFailover: m.NoFailover,
 		Paused: v.Config.Paused,
+		LagBytes: func() *int64 {
+			if m.Role != dcs.RoleReplica || m.LagBytes < 0 {
+				return nil
+			}
+			l := m.LagBytes
+			return &l
+		}(),
 	}
 }
 

@@ -79,7 +79,7 @@ func PlanSwitchover(in PlanInput, leader, candidate string, force bool) (Switcho
 	if candidate == cl.Leader.Name {
 		return plan, fmt.Errorf("candidate %s is already the leader", candidate)
 	}
-	return pickCandidate(in, plan, candidate, force, true)
+	return pickCandidate(in, plan, candidate, force, true, true)
 }
 
 // PlanFailover checks a manual failover to candidate: it needs no leader,
@@ -96,10 +96,13 @@ func PlanFailover(in PlanInput, candidate string, force bool) (SwitchoverPlan, e
 	if candidate == plan.Leader {
 		return plan, fmt.Errorf("candidate %s is already the leader", candidate)
 	}
-	return pickCandidate(in, plan, candidate, force, in.Cluster.Leader != nil)
+	return pickCandidate(in, plan, candidate, force, in.Cluster.Leader != nil, false)
 }
 
-func pickCandidate(in PlanInput, plan SwitchoverPlan, candidate string, force, leaderAlive bool) (SwitchoverPlan, error) {
+// planned: a switchover, whose handover waits for the candidate to replay
+// the final position anyway; its lag pre-check may use the candidate's own
+// measurement. A failover's lag check bounds data loss and does not.
+func pickCandidate(in PlanInput, plan SwitchoverPlan, candidate string, force, leaderAlive, planned bool) (SwitchoverPlan, error) {
 	o := &Observation{Now: in.Now, Cluster: in.Cluster, Config: in.Config, Lag: in.Lag, Compare: in.Compare}
 	o.Config.Paused = false // pausing does not make a member ineligible for an operator's switchover
 	names := make([]string, 0, len(in.Peers))
@@ -119,10 +122,19 @@ func pickCandidate(in PlanInput, plan SwitchoverPlan, candidate string, force, l
 			f := peerFacts(p.Status)
 			f.Name = n
 			mc.Position = f.Position
-			if in.Cluster.Status != nil {
-				mc.LagBytes = o.lag(in.Cluster.Status.Position, f.Replayed)
+			po := o
+			if l := p.Status.LagBytes; planned && l != nil && *l >= 0 {
+				// The member's own measurement (see PeerStatus.LagBytes).
+				// Not a safety gate: the handover still waits until the
+				// candidate replayed the final position.
+				c := *o
+				c.Lag = func(backends.Position, backends.Position) int64 { return *l }
+				po = &c
 			}
-			mc.Reasons = ineligibility(o, f, leaderAlive)
+			if in.Cluster.Status != nil {
+				mc.LagBytes = po.lag(in.Cluster.Status.Position, f.Replayed)
+			}
+			mc.Reasons = ineligibility(po, f, leaderAlive)
 			mc.Eligible = len(mc.Reasons) == 0
 		}
 		if n == candidate {

@@ -47,3 +47,32 @@ func TestScheduledSwitchoverNeverEarly(t *testing.T) {
 		t.Fatalf("at its time: %+v %v, want the switchover", d, ok)
 	}
 }
+
+// Right after a WAL segment switch the leader's position is 16 MB past a
+// caught-up replica's replay of a loop ago. A switchover's pre-check uses
+// the candidate's own lag measurement; a failover's does not (there the
+// lag bounds what is lost).
+func TestSwitchoverPrecheckUsesTheCandidatesOwnLag(t *testing.T) {
+	o := obs()
+	o.Cluster.Status.Position = pos(1000 + 16<<20)
+	zero := int64(0)
+	in := PlanInput{Cluster: o.Cluster, Config: o.Config, Lag: o.Lag, Compare: o.Compare, Now: o.Now,
+		Peers: map[string]PeerResult{"b": peer("b", PeerStatus{Role: "replica", State: "streaming", Timeline: 2,
+			Position: pos(1000), Received: pos(1000), Replayed: pos(1000), Priority: 1, LagBytes: &zero})}}
+	in.Cluster.Leader.Name = "a"
+	if _, err := PlanSwitchover(in, "a", "b", false); err != nil {
+		t.Fatalf("switchover to a candidate that measured lag 0: %v", err)
+	}
+	p := in.Peers["b"]
+	p.Status.LagBytes = nil
+	in.Peers["b"] = p
+	if _, err := PlanSwitchover(in, "a", "b", false); err == nil || !strings.Contains(err.Error(), "exceeds maximum_lag_on_failover") {
+		t.Fatalf("without its own measurement: %v, want the lag refusal", err)
+	}
+	in.Peers["b"] = peer("b", PeerStatus{Role: "replica", State: "streaming", Timeline: 2,
+		Position: pos(1000), Received: pos(1000), Replayed: pos(1000), Priority: 1, LagBytes: &zero})
+	in.Cluster.Leader = nil
+	if _, err := PlanFailover(in, "b", false); err == nil || !strings.Contains(err.Error(), "exceeds maximum_lag_on_failover") {
+		t.Fatalf("manual failover: %v, want the lag refusal whatever the candidate reports", err)
+	}
+}

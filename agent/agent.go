@@ -183,7 +183,7 @@ func New(o Options) *Agent {
 		dyn:       o.Bootstrap,
 		leaseTTL:  o.Bootstrap.TTL.D(),
 		known:     map[string]knownPeer{},
-		callbacks: newCallbackRunner(o.Logger.With("callback", "on_role_change"), o.Callbacks.OnRoleChange),
+		callbacks: newCallbackRunner(o.Logger, o.Callbacks.OnRoleChange),
 	}
 	// Until the first loop publishes, peers asking GET /status see this
 	// member's own settings (not a zero priority), and no eligibility.

@@ -164,7 +164,7 @@ func (r *callbackRunner) close() {
 }
 
 func (r *callbackRunner) logSkipped(ev *roleEvent, why error) {
-	r.log.Warn("role change callback skipped", "action", ev.action, "role", ev.role, "command", ev.argv[0],
+	r.log.Warn("role change callback skipped", "action", ev.action, "role", ev.role, "command", ev.argv,
 		"result", callbackSuperseded, "reason", why.Error())
 }
 
@@ -220,7 +220,7 @@ func (r *callbackRunner) run(ctx context.Context, ev *roleEvent, timeout time.Du
 	if result != callbackSuccess {
 		lvl = slog.LevelWarn
 	}
-	kv := []any{"action", ev.action, "role", ev.role, "command", ev.argv[0], "result", result,
+	kv := []any{"action", ev.action, "role", ev.role, "command", ev.argv, "result", result,
 		"exit_code", exitCode, "duration", time.Since(start).Round(time.Millisecond), "output", out.String()}
 	if errText != "" {
 		kv = append(kv, "err", errText)

@@ -24,8 +24,7 @@ const (
 	callbackSuccess    = "success"
 	callbackFailure    = "failure"
 	callbackTimeout    = "timeout"
-	callbackSuperseded = "superseded" // killed (or never started): a newer role change came
-	callbackCancelled  = "cancelled"
+	callbackSuperseded = "superseded" // killed: a newer role change came
 )
 
 const (
@@ -165,7 +164,7 @@ func (r *callbackRunner) close() {
 
 func (r *callbackRunner) logSkipped(ev *roleEvent, why error) {
 	r.log.Warn("role change callback skipped", "action", ev.action, "role", ev.role, "command", ev.argv,
-		"result", callbackSuperseded, "reason", why.Error())
+		"reason", why.Error())
 }
 
 // run executes one callback and logs it.
@@ -200,11 +199,8 @@ func (r *callbackRunner) run(ctx context.Context, ev *roleEvent, timeout time.Du
 			timer.Stop()
 		case <-timer.C:
 			result, errText = callbackTimeout, fmt.Sprintf("killed after the callback timeout of %v", timeout)
-		case <-ctx.Done():
-			result, errText = callbackCancelled, "killed: "+context.Cause(ctx).Error()
-			if errors.Is(context.Cause(ctx), errSuperseded) {
-				result = callbackSuperseded
-			}
+		case <-ctx.Done(): // only notify cancels it
+			result, errText = callbackSuperseded, "killed: "+context.Cause(ctx).Error()
 		}
 		if result != callbackSuccess {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -18,6 +18,9 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 	timeout := o.Config.RetryTimeout.D()
 	switch d.Action {
 	case ActNone:
+		// A streaming replica: after an agent restart this is where it
+		// first learns its role (on_start); later calls change nothing.
+		a.roleChanged(string(backends.RoleReplica))
 		a.replicaChores(ctx, o)
 		return
 
@@ -152,12 +155,25 @@ func (a *Agent) logResult(what string, err error, kv ...any) {
 	a.log.Info(what, kv...)
 }
 
+// roleChanged records the role this member's database now has ("primary"
+// or "replica") and, when it differs from the last one recorded, runs the
+// role change callback: on_start for the first role after the agent
+// started, on_role_change for every later change. Notifying under a.mu
+// keeps the callbacks in the order of the changes (callers are the loop and
+// its background jobs); notify itself never waits on a callback.
 func (a *Agent) roleChanged(role string) {
 	a.mu.Lock()
-	same := role == a.lastRole
+	prev := a.lastRole
 	a.lastRole = role
+	if role != prev {
+		action := CallbackOnRoleChange
+		if prev == "" {
+			action = CallbackOnStart
+		}
+		a.callbacks.notify(action, role, a.opts.Cluster, a.name)
+	}
 	a.mu.Unlock()
-	if same {
+	if role == prev {
 		return
 	}
 	if a.opts.OnRoleChange != nil {

@@ -59,12 +59,16 @@ type Options struct {
 	// OnRoleChange is called (in its own goroutine) after the database's
 	// role changed: "primary" or "replica".
 	OnRoleChange func(role string)
+	// Callbacks are the operator's notification commands
+	// (callbacks.on_role_change, run by callbackRunner); SetCallbacks
+	// replaces them on a reload.
+	Callbacks config.Callbacks
 	// OnLoop is called after every loop (systemd watchdog, status).
 	OnLoop func(LoopReport)
 	// Metrics receives events (nil: none).
 	Metrics Metrics
 
-	// Cluster is the cluster's name (for fencing hooks).
+	// Cluster is the cluster's name (for fencing hooks and callbacks).
 	Cluster string
 	// Fencer runs STONITH hooks against a former primary; FencingMode is
 	// fencing.mode.
@@ -91,6 +95,8 @@ type Agent struct {
 	now   func() time.Time
 	store Store
 	db    Backend
+	// callbacks runs callbacks.on_role_change off the loop (callbacks.go).
+	callbacks *callbackRunner
 
 	wake      chan struct{} // wakes the loop at once
 	leaseMove chan struct{} // wakes the fence timer: the deadline moved
@@ -177,6 +183,7 @@ func New(o Options) *Agent {
 		dyn:       o.Bootstrap,
 		leaseTTL:  o.Bootstrap.TTL.D(),
 		known:     map[string]knownPeer{},
+		callbacks: newCallbackRunner(o.Logger, o.Callbacks.OnRoleChange),
 	}
 	// Until the first loop publishes, peers asking GET /status see this
 	// member's own settings (not a zero priority), and no eligibility.
@@ -197,6 +204,12 @@ func (a *Agent) Reconfigure(self Self, tags map[string]string, noLoadBalance boo
 	a.Wake()
 }
 
+// SetCallbacks replaces the callback commands (SIGHUP): the next role
+// change runs the new command; a callback already running is not touched.
+func (a *Agent) SetCallbacks(c config.Callbacks) {
+	a.callbacks.setCommand(c.OnRoleChange)
+}
+
 // Wake makes the loop run now (a leader-key change, an API request).
 func (a *Agent) Wake() {
 	select {
@@ -206,7 +219,8 @@ func (a *Agent) Wake() {
 }
 
 // Run runs the agent until ctx ends. It returns after every goroutine it
-// started has stopped.
+// started has stopped, including a role change callback still running
+// (bounded by CallbackTimeout).
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -218,6 +232,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.mu.Unlock()
 		wg.Wait()
+		// A running callback may finish (within its timeout); no new one
+		// starts once the loop has stopped.
+		a.callbacks.close()
 	}()
 	wg.Add(3)
 	go func() { defer wg.Done(); a.watchLeader(ctx) }()

@@ -36,6 +36,10 @@
 //  8. Every loop logs its decision with a reason; every leader change is
 //     appended to the DCS history with the candidates considered.
 //
+// Role change callbacks (callbacks.on_role_change, callbacks.go) run after a
+// change, off the loop, one at a time and in the order of the changes; their
+// outcome never feeds a decision.
+//
 // What it does not guarantee: a database whose agent is dead (or frozen) is
 // not stopped by the lease alone — only fencing hooks or a watchdog can stop
 // it (in quorum mode such a primary can still have commits acknowledged by

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +120,7 @@ func TestBootstrapThreeMembers(t *testing.T) {
 // within 2 s of its restart (its slot already exists there).
 func TestFailoverAndRejoin(t *testing.T) {
 	t.Parallel()
-	c, old := bootstrap(t, Fast, nil)
+	c, old := bootstrap(t, Fast, func(c *Cluster) { c.Extra = callbackConfig(t, c) })
 	w := StartWriter(t, c.Members, 20*time.Millisecond)
 	defer w.Stop()
 	Eventually(t, 10*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 10 })
@@ -152,6 +154,15 @@ func TestFailoverAndRejoin(t *testing.T) {
 	rejoin := Eventually(t, 30*time.Second, "the old primary streams from the new leader", func() bool {
 		n, err := newLeader.QueryInt("SELECT count(*) FROM pg_stat_replication WHERE application_name=$1 AND state='streaming'", old.Name)
 		return err == nil && n == 1
+	})
+	// callbacks.on_role_change ran on the new primary with its new role,
+	// and on the restarted old primary (on_start: the first role its new
+	// agent learned).
+	Eventually(t, 10*time.Second, "the new primary's on_role_change callback", func() bool {
+		return callbackRan(newLeader, "on_role_change", "primary")
+	})
+	Eventually(t, 10*time.Second, "the restarted old primary's on_start callback", func() bool {
+		return callbackRan(old, "on_start", "replica")
 	})
 	t.Logf("MEASURED rejoin (plain path): old primary restarted -> streaming from the new leader: %v", rejoin.Round(time.Millisecond))
 	if rejoin > 2*time.Second {
@@ -189,6 +200,37 @@ func TestFailoverAndRejoin(t *testing.T) {
 		n, err := old.QueryInt("SELECT count(*) FROM pg_replication_slots")
 		return err == nil && n == 0
 	})
+}
+
+// callbackConfig sets callbacks.on_role_change to a script that prints
+// what it was called with; the agent logs its output.
+func callbackConfig(t *testing.T, c *Cluster) func(m *Member) string {
+	p := filepath.Join(c.dir, "role-change.sh")
+	script := "#!/bin/sh\necho \"callback $STEWARD_MEMBER $STEWARD_CALLBACK_ACTION $STEWARD_ROLE: $*\"\n"
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return func(m *Member) string {
+		return fmt.Sprintf("callbacks: {on_role_change: [/bin/sh, %s, --test]}\n", p)
+	}
+}
+
+// callbackRan: m's agent log has a successful run of the role change
+// callback for action and role, with the arguments and environment the
+// docs promise.
+func callbackRan(m *Member, action, role string) bool {
+	b, err := os.ReadFile(m.LogPath)
+	if err != nil {
+		return false
+	}
+	out := fmt.Sprintf("callback %s %s %s: --test %s %s %s", m.Name, action, role, action, role, m.c.Name)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `msg="role change callback ran"`) && strings.Contains(l, "action="+action+" role="+role) &&
+			strings.Contains(l, "result=success") && strings.Contains(l, out) {
+			return true
+		}
+	}
+	return false
 }
 
 func history(t *testing.T, c *Cluster) []dcs.HistoryRecord {

@@ -138,6 +138,7 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 			return cfg.Watchdog.Margin(ttl)
 		},
 		OnLoop:      onLoop,
+		Callbacks:   cfg.Callbacks,
 		Cluster:     cfg.Cluster,
 		Fencer:      fencer,
 		FencingMode: cfg.Fencing.Mode,

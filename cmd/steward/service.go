@@ -226,6 +226,8 @@ func liveKey(k string) bool {
 		return true // agent.Reconfigure: flags and tags from the next loop
 	case k == "log.level", k == "on_shutdown":
 		return true
+	case k == "callbacks.on_role_change":
+		return true // agent.SetCallbacks: from the next role change
 	case k == "postgres.remove_data_directory_on_rewind_failure":
 		return true // an agent flag (Self.Reinit), read by each decision
 	}
@@ -297,7 +299,12 @@ func (s *service) reload() error {
 	if slices.Contains(applied, "log.level") {
 		s.level.Set(parseLevel(cfg.Log.Level))
 	}
-	if slices.ContainsFunc(applied, func(k string) bool { return k != "log.level" && k != "on_shutdown" }) {
+	if slices.Contains(applied, "callbacks.on_role_change") {
+		ag.SetCallbacks(cfg.Callbacks)
+	}
+	if slices.ContainsFunc(applied, func(k string) bool {
+		return k != "log.level" && k != "on_shutdown" && k != "callbacks.on_role_change"
+	}) {
 		ag.Reconfigure(agentSelf(cfg, started), customTags(cfg), cfg.Tags.NoLoadBalance)
 	}
 	// Only the live keys of the new file take effect; the others keep their

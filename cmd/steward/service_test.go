@@ -41,9 +41,10 @@ func TestConfigDiff(t *testing.T) {
 tags: {nofailover: true, rack: r1}
 on_shutdown: leave-running
 log: {level: debug}
+callbacks: {on_role_change: [/usr/local/bin/move-vip, eth0]}
 `
 	got := configDiff(a, mustParse(t, changed))
-	want := []string{"api.password", "bootstrap.ttl", "etcd.endpoints", "log.level", "on_shutdown",
+	want := []string{"api.password", "bootstrap.ttl", "callbacks.on_role_change", "etcd.endpoints", "log.level", "on_shutdown",
 		"postgres.parameters.work_mem", "tags.nofailover", "tags.rack"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("diff = %v, want %v", got, want)
@@ -59,7 +60,7 @@ log: {level: debug}
 			live = append(live, k)
 		}
 	}
-	if !slices.Equal(live, []string{"log.level", "on_shutdown", "tags.nofailover", "tags.rack"}) {
+	if !slices.Equal(live, []string{"callbacks.on_role_change", "log.level", "on_shutdown", "tags.nofailover", "tags.rack"}) {
 		t.Fatalf("live keys = %v", live)
 	}
 }
@@ -208,6 +209,7 @@ func TestServiceReload(t *testing.T) {
 		"  endpoints: [http://127.0.0.1:2379]\n", "  endpoints: [http://127.0.0.1:2379]\n  dial_timeout: 5s\n").Replace(base) + `tags: {nofailover: true}
 log: {level: debug}
 on_shutdown: leave-running
+callbacks: {on_role_change: [/usr/local/bin/move-vip]}
 `
 	writeConfig(t, dir, changed)
 	n0 := len(m.Messages())
@@ -219,6 +221,7 @@ on_shutdown: leave-running
 		`msg="reload: applied" key=tags.nofailover`,
 		`msg="reload: applied" key=log.level`,
 		`msg="reload: applied" key=on_shutdown`,
+		`msg="reload: applied" key=callbacks.on_role_change`,
 		`needs a restart to take effect (systemctl restart steward)" key=etcd.dial_timeout`,
 		`has no effect on a running cluster`,
 		`key=bootstrap.ttl`,

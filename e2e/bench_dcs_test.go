@@ -33,7 +33,6 @@ type simulatedDB struct {
 	writable bool
 	lsn      uint64
 	upstream string
-	leader   *simulatedDB // the primary a replica copies its position from
 	cluster  *simCluster
 }
 

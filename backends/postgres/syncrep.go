@@ -265,6 +265,24 @@ func (b *Backend) SetSync(ctx context.Context, cfg backends.SyncConfig) (backend
 	if RunningPID(b.dataDir) == 0 {
 		return backends.Position{}, nil
 	}
+	if cfg.Async() {
+		// On a standby about to be promoted, an asynchronous setting is
+		// left in the file for the reload that follows the promotion: a
+		// reload just before pg_promote() made PostgreSQL 15's startup
+		// process sleep out another wal_retrieve_retry_interval before it
+		// noticed the promotion (+1 s in half of the synchronous-mode
+		// failovers of BenchmarkFailover). Until that reload the promoted
+		// server keeps its previous value, which can only make commits
+		// wait, never acknowledge more. A non-empty setting (strict mode)
+		// must hold from the first commit and is reloaded now.
+		var standby bool
+		if err := b.withConn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby)
+		}); err == nil && standby {
+			b.log.Info("synchronous standbys set (standby: in effect at the reload after promotion)", "synchronous_standby_names", val)
+			return backends.Position{}, nil
+		}
+	}
 	if err := b.reload(ctx); err != nil {
 		return backends.Position{}, fmt.Errorf("set synchronous_standby_names: %w", err)
 	}

@@ -505,8 +505,7 @@ func (a *Agent) Plan(ctx context.Context, r SwitchoverRequest) (SwitchoverPlan, 
 // eligibility is checked again when it runs.
 func (a *Agent) Submit(ctx context.Context, r SwitchoverRequest) (SwitchoverPlan, dcs.Versioned[dcs.Switchover], error) {
 	plan, cl, err := a.Plan(ctx, r)
-	if err != nil && !(r.ScheduledAt.After(time.Now()) && cl != nil && cl.Leader != nil && (r.Candidate == "" || hasMember(cl, r.Candidate)) &&
-		(r.Leader == "" || r.Leader == cl.Leader.Name)) {
+	if err != nil && !Deferrable(r, cl, time.Now()) {
 		return plan, dcs.Versioned[dcs.Switchover]{}, err
 	}
 	if cl.Switchover != nil {
@@ -564,6 +563,17 @@ func (a *Agent) Cancel(ctx context.Context) (dcs.Switchover, error) {
 }
 
 func hasMember(cl *dcs.Cluster, name string) bool { _, ok := cl.Members[name]; return ok }
+
+// Deferrable: a scheduled switchover whose plan fails now is still accepted
+// when the cluster has the leader it names and the candidate (if named) is a
+// member: a replica lagging or restarting at scheduling time may well be
+// ready at the scheduled time, and the leader checks eligibility again then
+// (and records why in history if it refuses). Submit stores such a request;
+// a dry run (POST /switchover with dry_run) answers that it would.
+func Deferrable(r SwitchoverRequest, cl *dcs.Cluster, now time.Time) bool {
+	return !r.Failover && r.ScheduledAt.After(now) && cl != nil && cl.Leader != nil &&
+		(r.Candidate == "" || hasMember(cl, r.Candidate)) && (r.Leader == "" || r.Leader == cl.Leader.Name)
+}
 
 func describeRequest(v dcs.Switchover) string {
 	s := "switchover"

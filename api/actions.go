@@ -194,7 +194,12 @@ func (s *Server) switchover(c *gin.Context, failover bool) {
 	}
 	ctx := c.Request.Context()
 	if b.DryRun {
-		plan, _, err := a.Plan(ctx, r)
+		plan, cl, err := a.Plan(ctx, r)
+		if err != nil && agent.Deferrable(r, cl, s.d.Now()) {
+			c.JSON(http.StatusOK, ActionResult{Plan: &plan, Message: fmt.Sprintf("would schedule a switchover from %s at %s; not possible now (%v): the leader checks again at the scheduled time",
+				orNone(plan.Leader), r.ScheduledAt.Format(time.RFC3339), err)})
+			return
+		}
 		if err != nil {
 			c.JSON(http.StatusPreconditionFailed, ActionResult{Plan: &plan, Error: err.Error()})
 			return

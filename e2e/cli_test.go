@@ -144,6 +144,18 @@ func TestCLI(t *testing.T) {
 		}
 		t.Logf("steward switchover --candidate m1 --force (m1 lagging):\n%s", out)
 		unchanged("a switchover to a lagging member", before)
+		// Scheduled for later, the same request is accepted: the leader
+		// checks eligibility again at the scheduled time.
+		out, code = m1.cli("", "switchover", "--candidate", "m1", "--at", "+1h", "--force")
+		if code != 0 || !strings.Contains(out, "Note: would schedule a switchover from m2 at ") ||
+			!strings.Contains(out, "not possible now (candidate m1 is not eligible: ") || !strings.Contains(out, "scheduled: switchover from m2 to m1 at ") {
+			t.Fatalf("scheduling a switchover to a member lagging now: exit %d\n%s", code, out)
+		}
+		t.Logf("steward switchover --candidate m1 --at +1h --force (m1 lagging now):\n%s", out)
+		if out, code = m1.cli("", "switchover", "--cancel"); code != 0 {
+			t.Fatalf("cancel: exit %d\n%s", code, out)
+		}
+		unchanged("a switchover scheduled and cancelled", before)
 		if err := m1.Exec("SELECT pg_wal_replay_resume()"); err != nil {
 			t.Fatal(err)
 		}

@@ -524,6 +524,7 @@ func (c *Cluster) WaitHealthy(within time.Duration) *Member {
 			return false
 		}
 		leader = c.Member(cl.Leader.Name)
+		lm := cl.Members[cl.Leader.Name]
 		for _, m := range c.Members {
 			if !m.Running() {
 				continue
@@ -536,10 +537,13 @@ func (c *Cluster) WaitHealthy(within time.Duration) *Member {
 				if !mm.Writable || mm.State != agent.StateRunning {
 					return false
 				}
-			} else if mm.State != agent.StateStreaming || mm.Following != leader.Name || mm.LagBytes < 0 {
+			} else if mm.State != agent.StateStreaming || mm.Following != leader.Name || mm.LagBytes < 0 ||
+				(mm.Timeline != 0 && lm.Timeline != 0 && mm.Timeline != lm.Timeline) {
 				// LagBytes < 0: streaming, but its replay position is not known
-				// yet (a MariaDB replica before its SQL thread applied an event):
-				// a switchover to it would be refused.
+				// yet (a MariaDB replica before its SQL thread applied an event).
+				// Timeline behind the leader's: streaming the new timeline but
+				// not yet replayed past the switch point (right after a
+				// switchover). Either way a switchover to it would be refused.
 				return false
 			}
 		}

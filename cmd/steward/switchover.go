@@ -223,8 +223,18 @@ func (c *ctl) switchover(o switchoverOpts, at time.Time) error {
 	if !at.IsZero() {
 		when = "at " + at.Format(time.RFC3339) + " (in " + time.Until(at).Round(time.Second).String() + ")"
 	}
+	target := chosen
+	if chosen == "" {
+		// A scheduled switchover that is not possible right now (agent.Deferrable):
+		// the leader checks again at the scheduled time.
+		target = o.candidate
+		if target == "" {
+			target = "the best eligible replica then"
+		}
+		fmt.Fprintf(c.e.stdout, "Note: %s.\n", res.Message)
+	}
 	if o.dryRun {
-		fmt.Fprintf(c.e.stdout, "Dry run: would switch over from %s to %s %s. Nothing was changed.\n", leader, chosen, when)
+		fmt.Fprintf(c.e.stdout, "Dry run: would switch over from %s to %s %s. Nothing was changed.\n", leader, target, when)
 		if pausedNow(cl) {
 			fmt.Fprintln(c.e.stdout, "Note: the cluster is paused (maintenance mode); steward switchover refuses to run until steward resume.")
 		}
@@ -234,8 +244,8 @@ func (c *ctl) switchover(o switchoverOpts, at time.Time) error {
 		return nil
 	}
 	if !o.force {
-		q := fmt.Sprintf("Switch over from %s to %s %s?", leader, chosen, when)
-		if !at.IsZero() && o.candidate == "" {
+		q := fmt.Sprintf("Switch over from %s to %s %s?", leader, target, when)
+		if !at.IsZero() && o.candidate == "" && chosen != "" {
 			q = fmt.Sprintf("Schedule a switchover from %s %s (to the best eligible replica then; %s now)?", leader, when, chosen)
 		}
 		if err := c.confirm(q, "--force"); err != nil {
@@ -243,7 +253,7 @@ func (c *ctl) switchover(o switchoverOpts, at time.Time) error {
 		}
 	}
 	body.DryRun = false
-	if at.IsZero() || o.candidate != "" {
+	if at.IsZero() {
 		body.Candidate = chosen
 	}
 	c.start = time.Now()

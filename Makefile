@@ -85,7 +85,7 @@ bench-quick: deps
 ## chaos: the long fault-injection schedule of e2e/chaos (docs/reliability.md):
 ## COUNT faults drawn from SEED (default: random, printed), run in chunks of
 ## CHUNK faults, each chunk on a fresh cluster; a chunk's seed and step range
-## replay it exactly (printed). SYNC=off|on|strict, FENCING=required|
+## replay it exactly (printed). SYNC=off|on|strict|quorum, FENCING=required|
 ## best-effort|off, KINDS=kill-agent,... (default all). LOCK=FILE runs each
 ## chunk under flock FILE, released between chunks. The reports go to
 ## $(OUT)/chaos/ and the summary tables are printed at the end.

@@ -185,6 +185,30 @@ func TestDecide(t *testing.T) {
 			o.DB.Position, o.DB.Replayed = pos(4_900_000), pos(4_900_000)
 			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(5_000_000), Replayed: pos(100)})}
 		}, ActAcquire, "racing"},
+		{"no leader, a peer ahead that cannot promote (full WAL disk) does not block", func(o *Observation) {
+			noLeader(o)
+			o.DB.Position, o.DB.Replayed = pos(990), pos(990)
+			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000),
+				CannotPromote: []string{"not enough disk space to promote: 256.0 kB free"}})}
+		}, ActAcquire, "racing"},
+		{"no leader, a peer ahead backing off after its failed promotion does not block", func(o *Observation) {
+			noLeader(o)
+			o.DB.Position, o.DB.Replayed = pos(990), pos(990)
+			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000),
+				CannotPromote: []string{"backing off after a failed promotion until 12:00:05"}})}
+		}, ActAcquire, "racing"},
+		{"no leader, this member cannot promote (full WAL disk): no race", func(o *Observation) {
+			noLeader(o)
+			o.DB.CannotPromote = "not enough disk space to promote: 256.0 kB free on the filesystem of /data/pg_wal"
+		}, ActWait, "not enough disk space to promote"},
+		{"no leader, a peer ahead that cannot promote still counts against the quorum rule", func(o *Observation) {
+			noLeader(o)
+			o.Config.SynchronousMode = SyncOn
+			o.Cluster.Sync = &dcs.Versioned[dcs.SyncState]{Value: dcs.SyncState{Leader: "a", Members: []string{"b", "c"}, Quorum: 1, Mode: SyncOn}, Version: 1}
+			o.DB.Position, o.DB.Replayed = pos(990), pos(990)
+			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000),
+				CannotPromote: []string{"not enough disk space to promote"}})}
+		}, ActWait, "ahead: c"},
 		{"no leader, equal position and higher priority elsewhere: no race", func(o *Observation) {
 			noLeader(o)
 			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000), Priority: 5})}

@@ -23,6 +23,9 @@ type facts struct {
 	Position   backends.Position // max(received, replayed): what it would have after promotion
 	Streaming  bool
 	Busy       string // a background action in progress
+	// Blocked: reasons only the member itself can see why it could not
+	// promote now (promotionBlocks); a peer reports them in its status.
+	Blocked []string
 }
 
 func selfFacts(o *Observation) facts {
@@ -36,11 +39,33 @@ func selfFacts(o *Observation) facts {
 		Replayed:   o.DB.Replayed,
 		Position:   o.DB.Position,
 		Streaming:  o.DB.Streaming,
+		Blocked:    promotionBlocks(o),
 	}
 	if o.Job != nil {
 		f.Busy = string(o.Job.Kind)
 	}
 	return f
+}
+
+// promotionBlocks lists why this member could not promote now for reasons
+// its peers cannot see from its position and state: its database says it
+// cannot (a full WAL disk), it backs off after its own promotion failed, or
+// it may not lead without a working watchdog. It is published with the
+// member's status: a peer that is ahead but blocked must not hold back the
+// others' race (otherwise it takes the key, fails, backs off and takes it
+// again while nobody else may try).
+func promotionBlocks(o *Observation) []string {
+	var r []string
+	if o.DB.CannotPromote != "" {
+		r = append(r, o.DB.CannotPromote)
+	}
+	if !o.Mem.RaceBackoffUntil.IsZero() && o.Now.Before(o.Mem.RaceBackoffUntil) {
+		r = append(r, fmt.Sprintf("backing off after a failed promotion until %s", o.Mem.RaceBackoffUntil.Format(time.TimeOnly)))
+	}
+	if o.Mem.WatchdogBroken != "" && o.Now.Before(o.Mem.WatchdogBrokenUntil) {
+		r = append(r, "watchdog.mode is required and the watchdog does not work: "+o.Mem.WatchdogBroken)
+	}
+	return r
 }
 
 func peerFacts(p PeerStatus) facts {
@@ -54,6 +79,7 @@ func peerFacts(p PeerStatus) facts {
 		Replayed:   p.Replayed,
 		Position:   p.Position,
 		Streaming:  p.State == StateStreaming,
+		Blocked:    p.CannotPromote,
 	}
 }
 
@@ -77,6 +103,7 @@ func ineligibility(o *Observation, f facts, leaderAlive bool) []string {
 	if f.Busy != "" {
 		r = append(r, "busy: "+f.Busy+" in progress")
 	}
+	r = append(r, f.Blocked...)
 	if !f.Running {
 		r = append(r, "database not running")
 		return r
@@ -137,14 +164,8 @@ func readiness(o *Observation) (bool, []string) {
 		return false, nil // the leader is not a candidate
 	}
 	r := ineligibility(o, selfFacts(o), l != nil)
-	if !o.Mem.RaceBackoffUntil.IsZero() && o.Now.Before(o.Mem.RaceBackoffUntil) {
-		r = append(r, fmt.Sprintf("backing off after a failed promotion until %s", o.Mem.RaceBackoffUntil.Format(time.TimeOnly)))
-	}
 	if o.Mem.Diverged != nil {
 		r = append(r, "history diverged from the leader: "+o.Mem.Diverged.Reason)
-	}
-	if o.Mem.WatchdogBroken != "" && o.Now.Before(o.Mem.WatchdogBrokenUntil) {
-		r = append(r, "watchdog.mode is required and the watchdog does not work: "+o.Mem.WatchdogBroken)
 	}
 	return len(r) == 0, r
 }
@@ -156,12 +177,6 @@ func raceDecision(o *Observation) Decision {
 	me := selfFacts(o)
 	cands := []dcs.Candidate{}
 	mine := ineligibility(o, me, false)
-	if !o.Mem.RaceBackoffUntil.IsZero() && o.Now.Before(o.Mem.RaceBackoffUntil) {
-		mine = append(mine, fmt.Sprintf("backing off after a failed promotion until %s", o.Mem.RaceBackoffUntil.Format(time.TimeOnly)))
-	}
-	if o.Mem.WatchdogBroken != "" && o.Now.Before(o.Mem.WatchdogBrokenUntil) {
-		mine = append(mine, "watchdog.mode is required and the watchdog does not work: "+o.Mem.WatchdogBroken)
-	}
 	cands = append(cands, dcs.Candidate{Name: me.Name, Position: me.Position, Timeline: me.Timeline, Eligible: len(mine) == 0, Reasons: mine})
 	if len(mine) > 0 {
 		return Decision{Action: ActWait, Reason: "no leader, and this member is not eligible: " + joinReasons(mine), Candidates: cands}

@@ -211,6 +211,9 @@ type PeerStatus struct {
 	// NoFailover: tagged nofailover (never a candidate).
 	NoFailover bool `json:"nofailover"`
 	Paused     bool `json:"paused"`
+	// CannotPromote: why this member could not promote now for reasons
+	// only it can see (agent.promotionBlocks); the others race without it.
+	CannotPromote []string `json:"cannot_promote,omitempty"`
 	// LagBytes is the member's own replay lag, measured in its last loop
 	// against the leader position it read just before observing its
 	// database (nil: unknown, or an agent that does not report it). Used by

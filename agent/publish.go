@@ -43,7 +43,7 @@ func (a *Agent) PeerStatus(now time.Time) PeerStatus {
 		Leader:   !v.LeaseDeadline.IsZero() && now.Before(v.LeaseDeadline),
 		Timeline: m.Timeline, Position: m.Position, Received: m.Received, Replayed: m.Replayed,
 		Eligible: m.Eligible, Reasons: m.IneligibleReason, Priority: m.Priority, NoFailover: m.NoFailover,
-		Paused: v.Config.Paused,
+		Paused: v.Config.Paused, CannotPromote: m.CannotPromote,
 		LagBytes: func() *int64 {
 			if m.Role != dcs.RoleReplica || m.LagBytes < 0 {
 				return nil
@@ -202,6 +202,9 @@ func (a *Agent) memberRecord(o *Observation, d Decision) dcs.Member {
 	m.Sync = memberSyncState(o.Cluster, m.Name, m.Role == dcs.RoleReplica)
 	m.State, m.Reason = memberState(o, d)
 	m.Eligible, m.IneligibleReason = readiness(o)
+	if l := o.Cluster; l == nil || l.Leader == nil || l.Leader.Name != o.Self.Name {
+		m.CannotPromote = promotionBlocks(o)
+	}
 	return m
 }
 

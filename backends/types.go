@@ -90,7 +90,14 @@ type Status struct {
 	SystemID       string `json:"system_id,omitempty"`
 	Version        string `json:"version,omitempty"`
 	PendingRestart bool   `json:"pending_restart,omitempty"`
-	PID            int    `json:"pid,omitempty"`
+	// CannotPromote says why this running standby could not be promoted
+	// right now although its position may be the best (for PostgreSQL: too
+	// little free space for the new timeline's first WAL segment). Empty:
+	// nothing known against it. The agent makes such a member ineligible
+	// and tells its peers, so that a member that is ahead but cannot promote
+	// does not hold the others back.
+	CannotPromote string `json:"cannot_promote,omitempty"`
+	PID           int    `json:"pid,omitempty"`
 
 	// Replicas connected to this server (primary side), for sync mode and
 	// the API.

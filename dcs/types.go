@@ -55,6 +55,11 @@ type Member struct {
 	// Failover readiness, computed every loop (DESIGN rule 3).
 	Eligible         bool     `json:"eligible"`
 	IneligibleReason []string `json:"ineligible_reasons,omitempty"`
+	// CannotPromote: the reasons among IneligibleReason that only this
+	// member can see (a full WAL disk, a backoff after its own promotion
+	// failed, a broken required watchdog); peers count it out of the race
+	// for them.
+	CannotPromote []string `json:"cannot_promote,omitempty"`
 
 	Sync           string            `json:"sync_state,omitempty"` // sync | quorum | async, for replicas
 	Tags           map[string]string `json:"tags,omitempty"`

@@ -747,17 +747,61 @@ const minFreeSpace = 1 << 20
 // pg_wal (often a symlink to another volume) has less than minFreeSpace
 // available to the server's user.
 func (b *Backend) checkFreeSpace() error {
+	p, free, total, low := b.lowestFreeSpace(minFreeSpace)
+	if low {
+		return fmt.Errorf("heartbeat: no space left on the filesystem of %s: %d bytes free of %d; writes that need new space fail (free space or move the data, then the primary is healthy again)",
+			p, free, total)
+	}
+	return nil
+}
+
+// checkPromoteSpace fails when a standby could not be promoted for lack of
+// space: promotion starts the new timeline in a new WAL segment
+// (wal_segment_size, 16 MB by default, written in full) and the first writes
+// need room beyond it. A standby whose WAL disk filled up otherwise still
+// looks like the best candidate, takes the leader key, fails to promote and
+// takes it again after its backoff, while the others wait for it because it
+// is ahead (found by the fault-injection suite, docs/reliability.md).
+func (b *Backend) checkPromoteSpace(walSegment int64) error {
+	if walSegment <= 0 {
+		walSegment = 16 << 20
+	}
+	need := walSegment + minFreeSpace
+	p, free, _, low := b.lowestFreeSpace(need)
+	if low {
+		return fmt.Errorf("not enough disk space to promote: %s free on the filesystem of %s, promotion needs %s (one WAL segment and 1 MB); free space there",
+			humanBytes(free), p, humanBytes(need))
+	}
+	return nil
+}
+
+// lowestFreeSpace returns the first of the data directory's and pg_wal's
+// filesystems with less than need bytes available to the server's user.
+// A path that cannot be examined is skipped: the database itself is then
+// the only judge.
+func (b *Backend) lowestFreeSpace(need int64) (path string, free, total int64, low bool) {
 	for _, p := range []string{b.dataDir, filepath.Join(b.dataDir, "pg_wal")} {
 		var fs syscall.Statfs_t
 		if err := syscall.Statfs(p, &fs); err != nil {
-			continue // not readable here: the commit above is the only proof
+			continue
 		}
-		free := int64(fs.Bavail) * int64(fs.Bsize)
-		if free < minFreeSpace {
-			total := int64(fs.Blocks) * int64(fs.Bsize)
-			return fmt.Errorf("heartbeat: no space left on the filesystem of %s: %d bytes free of %d; writes that need new space fail (free space or move the data, then the primary is healthy again)",
-				p, free, total)
+		free = int64(fs.Bavail) * int64(fs.Bsize)
+		if free < need {
+			return p, free, int64(fs.Blocks) * int64(fs.Bsize), true
 		}
 	}
-	return nil
+	return "", 0, 0, false
+}
+
+// humanBytes renders a byte count as operators read it ("256.0 kB").
+func humanBytes(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d bytes", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
 }

@@ -221,9 +221,13 @@ func (b *Backend) observeRunning(ctx context.Context, st *backends.Status) {
 	st.State = backends.StateRunning
 	b.staticMu.Lock()
 	st.SystemID, st.Version = b.sysID, b.version
+	seg := b.walSeg
 	b.staticMu.Unlock()
 	if st.InRecovery {
 		st.Timeline = b.replicaTimeline(ctx, receivedTLI)
+		if err := b.checkPromoteSpace(seg); err != nil {
+			st.CannotPromote = err.Error()
+		}
 	}
 }
 
@@ -240,11 +244,13 @@ func (b *Backend) loadStatic(ctx context.Context, c *pgx.Conn) error {
 		return nil
 	}
 	var id, ver string
-	if err := c.QueryRow(ctx, `SELECT system_identifier::text, current_setting('server_version') FROM pg_control_system()`).Scan(&id, &ver); err != nil {
+	var seg int64
+	if err := c.QueryRow(ctx, `SELECT system_identifier::text, current_setting('server_version'),
+		(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_control_system()`).Scan(&id, &ver, &seg); err != nil {
 		return fmt.Errorf("reading the system identifier: %w", err)
 	}
 	b.staticMu.Lock()
-	b.sysID, b.version = id, ver
+	b.sysID, b.version, b.walSeg = id, ver, seg
 	b.staticMu.Unlock()
 	return nil
 }

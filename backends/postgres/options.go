@@ -121,6 +121,7 @@ type Backend struct {
 	staticMu sync.Mutex
 	sysID    string    // cached system identifier (running server)
 	version  string    // cached server_version
+	walSeg   int64     // cached wal_segment_size in bytes
 	tli      int64     // cached replay timeline of a standby
 	tliAt    time.Time // when tli was read
 	// stopped caches the end of WAL of a cleanly stopped server, keyed by

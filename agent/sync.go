@@ -216,11 +216,42 @@ type syncInput struct {
 	Members  map[string]dcs.Member
 	Applied  *SyncApplied // nil: no flushed position known for DB
 	Compare  func(a, b backends.Position) int
+	// SyncWait is how long the oldest commit has waited for the standbys;
+	// StallAfter the bound (retry_timeout) past which a standby that has
+	// not replied for as long is stalled (see stalled).
+	SyncWait, StallAfter time.Duration
+}
+
+// stalled: commits have waited longer than StallAfter and this standby,
+// behind the primary, has not replied for as long: it is frozen (SIGSTOP,
+// a hung disk, a dead host whose TCP connection has not timed out yet) and
+// counts as unavailable, so that mode on and quorum pick another standby
+// instead of letting every commit wait until wal_sender_timeout (60 s by
+// default) drops the connection. Both conditions are needed: an idle
+// standby replies only every wal_receiver_status_interval (10 s), and one
+// that just received WAL has not confirmed it yet.
+func (in syncInput) stalled(r backends.ReplicaConn) bool {
+	return in.StallAfter > 0 && in.SyncWait > in.StallAfter && r.Unconfirmed > in.StallAfter
+}
+
+// stallNote names the stalled standbys for the log ("" when none).
+func (in syncInput) stallNote() string {
+	var s []string
+	for _, r := range in.Replicas {
+		if in.stalled(r) {
+			s = append(s, fmt.Sprintf("%s (no reply for %s)", r.Name, r.Unconfirmed.Round(time.Millisecond)))
+		}
+	}
+	if len(s) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; stalled while commits wait %s (retry_timeout %s): %s", in.SyncWait.Round(time.Millisecond), in.StallAfter, strings.Join(s, ", "))
 }
 
 func syncInputOf(o *Observation) syncInput {
 	in := syncInput{Me: o.Self.Name, Mode: o.Config.SynchronousMode, N: o.Config.SynchronousNodeCount,
-		DB: o.DB.Sync, Replicas: o.DB.Replicas, Compare: o.compare}
+		DB: o.DB.Sync, Replicas: o.DB.Replicas, Compare: o.compare,
+		SyncWait: o.DB.SyncWait, StallAfter: o.Config.RetryTimeout.D()}
 	if o.Cluster != nil {
 		in.Sync, in.SyncErr, in.Members = o.Cluster.Sync, o.Cluster.SyncError, o.Cluster.Members
 	}
@@ -281,7 +312,7 @@ func available(in syncInput, v []string) []string {
 	seen := map[string]bool{}
 	for _, r := range in.Replicas {
 		m, ok := in.Members[r.Name]
-		if r.State != "streaming" || r.Name == in.Me || r.Name == "" || seen[r.Name] || !ok || m.NoSync {
+		if r.State != "streaming" || r.Name == in.Me || r.Name == "" || seen[r.Name] || !ok || m.NoSync || in.stalled(r) {
 			continue
 		}
 		seen[r.Name] = true
@@ -414,10 +445,10 @@ func planSync(in syncInput) syncStep {
 		nq := max(min(q-(len(v)-len(nv)), maxQuorum(in.DB, nv), maxQuorum(t, nv)), 0)
 		if nq != q || len(nv) != len(v) {
 			return syncStep{Kind: syncWriteDCS, DCS: dcs.SyncState{Leader: in.Me, Mode: in.Mode, Members: nv, Quorum: nq},
-				Reason: fmt.Sprintf("before the database waits for %s instead of %s: sync key from %d of %v to %d of %v (rule 6: out of the sync key first)",
-					t, in.DB, q, v, nq, nv)}
+				Reason: fmt.Sprintf("before the database waits for %s instead of %s: sync key from %d of %v to %d of %v (rule 6: out of the sync key first)%s",
+					t, in.DB, q, v, nq, nv, in.stallNote())}
 		}
-		return syncStep{Kind: syncSetDB, DB: t, Reason: fmt.Sprintf("the database waits for %s instead of %s (available standbys: %v)", t, in.DB, available(in, v))}
+		return syncStep{Kind: syncSetDB, DB: t, Reason: fmt.Sprintf("the database waits for %s instead of %s (available standbys: %v)%s", t, in.DB, available(in, v), in.stallNote())}
 	}
 	if t.Async() {
 		return syncStep{Kind: syncNone, Reason: fmt.Sprintf("no standby available (synchronous_mode %s): commits are acknowledged without one, and the sync key promises nothing, so no other member may be promoted", in.Mode)}
@@ -617,6 +648,7 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 			}
 			in.Replicas = st.Replicas
 			in.DB = st.Sync
+			in.SyncWait = st.SyncWait
 		}
 		step = planSync(in)
 	}

@@ -133,6 +133,54 @@ func TestPlanSync(t *testing.T) {
 			return in
 		}, syncSetDB, nil, ptr(first(1, "b")), "applying FIRST 1 (b) again"},
 
+		// A frozen synchronous standby (connected, not replying) while
+		// commits wait: replaced like a gone one, key first.
+		{"on, commits wait and the synchronous standby stopped replying: out of the key first", func() syncInput {
+			in := leaderIn(SyncOn, 1)
+			in.Sync, in.DB, in.Applied = syncKey(SyncOn, 1, "b"), first(1, "b"), applied(first(1, "b"), 1000)
+			b := streaming("b", 1000, "sync")
+			b.Unconfirmed = 3 * time.Second
+			in.Replicas = []backends.ReplicaConn{b, streaming("c", 5000, "async")}
+			in.SyncWait, in.StallAfter = 2*time.Second, time.Second
+			return in
+		}, syncWriteDCS, &dcs.SyncState{Leader: "a", Mode: SyncOn, Members: []string{}, Quorum: 0}, nil, "stalled while commits wait 2s (retry_timeout 1s): b (no reply for 3s)"},
+		{"on, frozen b out of the key: the database waits for c instead", func() syncInput {
+			in := leaderIn(SyncOn, 1)
+			in.Sync, in.DB, in.Applied = syncKey(SyncOn, 0), first(1, "b"), applied(first(1, "b"), 1000)
+			b := streaming("b", 1000, "sync")
+			b.Unconfirmed = 3 * time.Second
+			in.Replicas = []backends.ReplicaConn{b, streaming("c", 5000, "async")}
+			in.SyncWait, in.StallAfter = 2*time.Second, time.Second
+			return in
+		}, syncSetDB, nil, ptr(first(1, "c")), "waits for FIRST 1 (c)"},
+		{"on, an idle standby that has not replied for long is not stalled while no commit waits", func() syncInput {
+			in := leaderIn(SyncOn, 1)
+			in.Sync, in.DB, in.Applied = syncKey(SyncOn, 1, "b"), first(1, "b"), applied(first(1, "b"), 1000)
+			b := streaming("b", 1000, "sync")
+			b.Unconfirmed = 9 * time.Second // WAL arrived just now after a quiet period
+			in.Replicas = []backends.ReplicaConn{b, streaming("c", 5000, "async")}
+			in.SyncWait, in.StallAfter = 10*time.Millisecond, time.Second
+			return in
+		}, syncNone, nil, nil, "as configured"},
+		{"on, commits wait on a standby that replied recently: kept (slow, not frozen)", func() syncInput {
+			in := leaderIn(SyncOn, 1)
+			in.Sync, in.DB, in.Applied = syncKey(SyncOn, 1, "b"), first(1, "b"), applied(first(1, "b"), 1000)
+			b := streaming("b", 1000, "sync")
+			b.Unconfirmed = 200 * time.Millisecond
+			in.Replicas = []backends.ReplicaConn{b, streaming("c", 5000, "async")}
+			in.SyncWait, in.StallAfter = 3*time.Second, time.Second
+			return in
+		}, syncNone, nil, nil, "as configured"},
+		{"strict, the only standby frozen: commits keep waiting for it", func() syncInput {
+			in := leaderIn(SyncStrict, 1)
+			in.Sync, in.DB, in.Applied = syncKey(SyncStrict, 1, "b"), first(1, "b"), applied(first(1, "b"), 1000)
+			b := streaming("b", 1000, "sync")
+			b.Unconfirmed = 3 * time.Second
+			in.Replicas = []backends.ReplicaConn{b}
+			in.SyncWait, in.StallAfter = 3*time.Second, time.Second
+			return in
+		}, syncNone, nil, nil, "as configured"},
+
 		// Removing: key first, database last.
 		{"on, the synchronous standby is gone: out of the key first", func() syncInput {
 			in := leaderIn(SyncOn, 1)

@@ -106,6 +106,9 @@ type Status struct {
 	// commit, as the running server has it configured (primary side; for
 	// PostgreSQL synchronous_standby_names). Zero: asynchronous.
 	Sync SyncConfig `json:"sync,omitzero"`
+	// SyncWait: how long the longest-waiting commit has waited so far for
+	// the synchronous standbys to confirm it (0: none waits).
+	SyncWait time.Duration `json:"sync_wait,omitempty"`
 }
 
 // Synchronous replication methods (SyncConfig.Method).
@@ -176,6 +179,12 @@ type ReplicaConn struct {
 	SyncState string   `json:"sync_state"` // async, sync, quorum, potential
 	Flushed   Position `json:"flushed"`
 	Replayed  Position `json:"replayed"`
+	// Unconfirmed: while this standby has not confirmed flushing all the
+	// primary has flushed, how long ago it last replied (0: caught up, or
+	// unknown). A standby that streams replies within milliseconds of
+	// every flush; a frozen one (SIGSTOP, a hung disk) keeps its
+	// connection open and stops replying.
+	Unconfirmed time.Duration `json:"unconfirmed,omitempty"`
 }
 
 // Role is what the agent wants the database to run as.

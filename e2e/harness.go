@@ -370,6 +370,20 @@ func (m *Member) KillPostgres() {
 	}
 }
 
+// SignalPostgres sends sig to the postmaster and all its children
+// (SIGSTOP: a database frozen by a hung disk or a debugger; SIGCONT ends
+// it).
+func (m *Member) SignalPostgres(sig syscall.Signal) {
+	pid := m.PostmasterPID()
+	if pid == 0 {
+		return
+	}
+	_ = syscall.Kill(pid, sig)
+	for _, k := range childrenOf(pid) {
+		_ = syscall.Kill(k, sig)
+	}
+}
+
 // Crash kills both the agent and its database (kill -9), like a host dying.
 func (m *Member) Crash() {
 	m.Kill()

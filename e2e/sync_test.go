@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -379,6 +380,80 @@ func TestSyncStandbyLoss(t *testing.T) {
 	if n := missing(t, leader, acked); n != 0 {
 		t.Fatalf("the primary lacks %d acknowledged ids", n)
 	}
+}
+
+// The synchronous standby's database freezes (SIGSTOP of all its
+// processes: a hung disk, a stuck host): its replication connection stays
+// open, so PostgreSQL would keep every commit waiting for it until
+// wal_sender_timeout (60 s). In mode on the leader sees commits waiting
+// and the standby silent for longer than retry_timeout, and makes the
+// other standby synchronous (key first): writes go on within seconds, and
+// every acknowledged write is on the new synchronous standby.
+func TestSyncStandbyFrozen(t *testing.T) {
+	t.Parallel()
+	c, leader := syncCluster(t, "on", 1)
+	w := startAckWriter(c, 2)
+	defer w.Stop()
+	Eventually(t, 10*time.Second, "writes acknowledged", func() bool { return len(w.Acked()) > 20 })
+
+	x := c.Member(syncState(c).Members[0])
+	var y *Member
+	for _, m := range c.Members {
+		if m != leader && m != x {
+			y = m
+		}
+	}
+	frozen := time.Now()
+	x.SignalPostgres(syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			x.SignalPostgres(syscall.SIGCONT)
+			thawed = true
+		}
+	}
+	defer thaw()
+
+	// The first write acknowledged after the freeze by a commit that
+	// started after it (an earlier one may have been confirmed by x just
+	// before it stopped).
+	var resumed time.Duration
+	Eventually(t, 30*time.Second, "writes acknowledged again with "+x.Name+" frozen", func() bool {
+		if w.ackedBetween(frozen.Add(200*time.Millisecond), time.Now()) > 0 {
+			resumed = time.Since(frozen)
+			return true
+		}
+		return false
+	})
+	waitSyncKey(t, c, 10*time.Second, y.Name+" becomes the synchronous standby", func(s dcs.SyncState) bool {
+		return slices.Equal(s.Members, []string{y.Name}) && s.Quorum == 1
+	})
+	t.Logf("MEASURED synchronous standby %s frozen -> commits acknowledged again (with %s synchronous) after %v (retry_timeout %v, loop_wait %v)",
+		x.Name, y.Name, resumed.Round(time.Millisecond), c.Profile.RetryTimeout, c.Profile.LoopWait)
+	// Without the stall check the commits wait for wal_sender_timeout
+	// (60 s); the bound leaves room for a loaded machine.
+	if limit := 15 * time.Second; resumed > limit {
+		t.Errorf("writes resumed %v after the synchronous standby froze, want < %v", resumed, limit)
+	}
+	n := len(w.Acked())
+	Eventually(t, 10*time.Second, "writes go on with "+y.Name, func() bool { return len(w.Acked()) > n+20 })
+
+	thaw()
+	w.Stop()
+	acked := w.Acked()
+	lacking := 0
+	Eventually(t, 15*time.Second, y.Name+" has every acknowledged id", func() bool {
+		lacking = missing(t, y, acked)
+		return lacking == 0
+	})
+	if n := missing(t, leader, acked); n != 0 {
+		t.Fatalf("the primary lacks %d acknowledged ids", n)
+	}
+	// The thawed standby streams again, as an asynchronous one.
+	Eventually(t, 30*time.Second, x.Name+" streams again", func() bool {
+		v, err := leader.QueryInt("SELECT count(*) FROM pg_stat_replication WHERE application_name=$1 AND state='streaming'", x.Name)
+		return err == nil && v == 1
+	})
 }
 
 // syncViolation reports whether the sync key promises more than the

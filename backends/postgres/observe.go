@@ -136,6 +136,16 @@ func (b *Backend) observeRunning(ctx context.Context, st *backends.Status) {
 				st.Timeline = tli
 			}
 			st.Writable = readOnly == "off"
+			if !st.Sync.Async() {
+				// A session in COMMIT waiting for the standbys has been in
+				// its current state since the statement started.
+				var wait float64
+				if err := c.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM max(clock_timestamp() - state_change)), 0)::float8
+					FROM pg_stat_activity WHERE wait_event = 'SyncRep'`).Scan(&wait); err != nil {
+					return fmt.Errorf("reading commits waiting for synchronous standbys: %w", err)
+				}
+				st.SyncWait = time.Duration(wait * float64(time.Second))
+			}
 			return b.readReplicas(ctx, c, st)
 		}
 		var recv, replay string
@@ -258,7 +268,10 @@ func (b *Backend) loadStatic(ctx context.Context, c *pgx.Conn) error {
 // readReplicas fills st.Replicas from pg_stat_replication.
 func (b *Backend) readReplicas(ctx context.Context, c *pgx.Conn, st *backends.Status) error {
 	rows, err := c.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
-		coalesce(flush_lsn::text, ''), coalesce(replay_lsn::text, '') FROM pg_stat_replication ORDER BY application_name`)
+		coalesce(flush_lsn::text, ''), coalesce(replay_lsn::text, ''),
+		CASE WHEN flush_lsn IS NULL OR flush_lsn < pg_current_wal_flush_lsn()
+			THEN coalesce(extract(epoch FROM clock_timestamp() - reply_time), 0)::float8 ELSE 0 END
+		FROM pg_stat_replication ORDER BY application_name`)
 	if err != nil {
 		return fmt.Errorf("reading pg_stat_replication: %w", err)
 	}
@@ -266,11 +279,13 @@ func (b *Backend) readReplicas(ctx context.Context, c *pgx.Conn, st *backends.St
 	for rows.Next() {
 		var r backends.ReplicaConn
 		var flush, replay string
-		if err := rows.Scan(&r.Name, &r.State, &r.SyncState, &flush, &replay); err != nil {
+		var unconfirmed float64
+		if err := rows.Scan(&r.Name, &r.State, &r.SyncState, &flush, &replay, &unconfirmed); err != nil {
 			return fmt.Errorf("reading pg_stat_replication: %w", err)
 		}
 		r.Flushed.LSN, _ = parseLSN(flush)
 		r.Replayed.LSN, _ = parseLSN(replay)
+		r.Unconfirmed = time.Duration(max(unconfirmed, 0) * float64(time.Second))
 		st.Replicas = append(st.Replicas, r)
 	}
 	return rows.Err()

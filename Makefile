@@ -86,7 +86,8 @@ bench-quick: deps
 ## COUNT faults drawn from SEED (default: random, printed), run in chunks of
 ## CHUNK faults, each chunk on a fresh cluster; a chunk's seed and step range
 ## replay it exactly (printed). SYNC=off|on|strict|quorum, FENCING=required|
-## best-effort|off, KINDS=kill-agent,... (default all). LOCK=FILE runs each
+## best-effort|off, KINDS=kill-agent,... (default all), BACKEND=postgres|mysql
+## (MariaDB members, SYNC=off only). LOCK=FILE runs each
 ## chunk under flock FILE, released between chunks. The reports go to
 ## $(OUT)/chaos/ and the summary tables are printed at the end.
 COUNT   ?= 200
@@ -95,23 +96,25 @@ SEED    ?=
 SYNC    ?= off
 FENCING ?= required
 KINDS   ?= all
+BACKEND ?= postgres
 LOCK    ?=
+CHAOS_PREFIX = $(if $(filter mysql,$(BACKEND)),mysql-,)
 chaos: deps
 	@mkdir -p $(OUT)/chaos
 	@$(GO) test -c -o $(OUT)/chaos.test ./e2e/chaos/
 	@set -o pipefail; seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(( $$(date +%s%N) / 1000 % 1000000000 )); \
-	echo "== chaos: seed $$seed, $(COUNT) faults in chunks of $(CHUNK), synchronous_mode $(SYNC), fencing $(FENCING), kinds $(KINDS)"; \
-	rm -f $(OUT)/chaos/seed$$seed-*.json; rc=0; \
+	echo "== chaos: $(BACKEND), seed $$seed, $(COUNT) faults in chunks of $(CHUNK), synchronous_mode $(SYNC), fencing $(FENCING), kinds $(KINDS)"; \
+	rm -f $(OUT)/chaos/$(CHAOS_PREFIX)seed$$seed-*.json; rc=0; \
 	for ((from=0; from<$(COUNT); from+=$(CHUNK))); do to=$$((from+$(CHUNK))); [ $$to -gt $(COUNT) ] && to=$(COUNT); \
-		echo "== chaos: steps [$$from,$$to) (log: $(OUT)/chaos/seed$$seed.log)"; \
+		echo "== chaos: steps [$$from,$$to) (log: $(OUT)/chaos/$(CHAOS_PREFIX)seed$$seed.log)"; \
 		(cd e2e/chaos && STEWARD_CHAOS_SEED=$$seed STEWARD_CHAOS_COUNT=$(COUNT) STEWARD_CHAOS_FROM=$$from STEWARD_CHAOS_TO=$$to \
-			STEWARD_CHAOS_SYNC=$(SYNC) STEWARD_CHAOS_FENCING=$(FENCING) STEWARD_CHAOS_KINDS=$(KINDS) STEWARD_CHAOS_OUT=$(abspath $(OUT))/chaos \
+			STEWARD_CHAOS_SYNC=$(SYNC) STEWARD_CHAOS_FENCING=$(FENCING) STEWARD_CHAOS_KINDS=$(KINDS) STEWARD_CHAOS_BACKEND=$(BACKEND) STEWARD_CHAOS_OUT=$(abspath $(OUT))/chaos \
 			$(if $(LOCK),flock $(LOCK)) ../../$(OUT)/chaos.test -test.run '^TestChaos$$' -test.v -test.count=1 -test.timeout 90m) 2>&1 \
-			| tee -a $(OUT)/chaos/seed$$seed.log | grep --line-buffered -E 'CHAOS (result|VIOLATION|done)|^(--- |FAIL|ok|PASS)|panic:' \
+			| tee -a $(OUT)/chaos/$(CHAOS_PREFIX)seed$$seed.log | grep --line-buffered -E 'CHAOS (result|VIOLATION|done)|^(--- |FAIL|ok|PASS)|panic:' \
 			|| rc=1; \
 	done; \
-	$(GO) run ./e2e/chaos/chaosreport $(OUT)/chaos/seed$$seed-*.json; \
-	if [ $$rc -ne 0 ]; then echo "chaos: FAILED (seed $$seed): see $(OUT)/chaos/seed$$seed.log"; fi; exit $$rc
+	$(GO) run ./e2e/chaos/chaosreport $(OUT)/chaos/$(CHAOS_PREFIX)seed$$seed-*.json; \
+	if [ $$rc -ne 0 ]; then echo "chaos: FAILED (seed $$seed): see $(OUT)/chaos/$(CHAOS_PREFIX)seed$$seed.log"; fi; exit $$rc
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 fuzz:

@@ -93,11 +93,15 @@ func runDir(t *testing.T, name string) string {
 			_ = os.MkdirAll(dst, 0o755)
 			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 			pglogs, _ := filepath.Glob(filepath.Join(dir, "m*", "data.log"))
-			for _, l := range append(logs, pglogs...) {
+			mylogs, _ := filepath.Glob(filepath.Join(dir, "m*", "mariadb.err"))
+			for _, l := range append(append(logs, pglogs...), mylogs...) {
 				if b, err := os.ReadFile(l); err == nil {
 					base := filepath.Base(l)
-					if base == "data.log" {
+					switch base {
+					case "data.log":
 						base = filepath.Base(filepath.Dir(l)) + ".postgres.log"
+					case "mariadb.err":
+						base = filepath.Base(filepath.Dir(l)) + ".mariadb.err"
 					}
 					_ = os.WriteFile(filepath.Join(dst, base), b, 0o644)
 				}
@@ -125,6 +129,7 @@ func outDir() string {
 //	STEWARD_CHAOS_KINDS  comma-separated fault kinds (default: all)
 //	STEWARD_CHAOS_SYNC   synchronous_mode (default off)
 //	STEWARD_CHAOS_FENCING fencing.mode (default required)
+//	STEWARD_CHAOS_BACKEND postgres (default) or mysql (MariaDB members)
 type plan struct {
 	seed          uint64
 	count         int
@@ -158,6 +163,15 @@ func planFromEnv(t *testing.T) plan {
 	}
 	if v := os.Getenv("STEWARD_CHAOS_LOG_LEVEL"); v != "" {
 		s.LogLevel = v
+	}
+	if v := os.Getenv("STEWARD_CHAOS_BACKEND"); v != "" {
+		s.Backend = v
+	}
+	switch {
+	case s.Backend != "postgres" && s.Backend != "mysql":
+		t.Fatalf("STEWARD_CHAOS_BACKEND=%q: want postgres or mysql", s.Backend)
+	case s.IsMySQL() && s.SynchronousMode != "off":
+		t.Fatalf("STEWARD_CHAOS_SYNC=%s with STEWARD_CHAOS_BACKEND=mysql: MariaDB members are asynchronous only (semi-synchronous replication is not built, docs/mysql.md); use SYNC=off", s.SynchronousMode)
 	}
 	p := plan{settings: s, bounds: Bounds{Recovery: 60 * time.Second}}
 	if s.FencingMode == "off" {
@@ -202,8 +216,8 @@ func planFromEnv(t *testing.T) plan {
 		t.Fatalf("STEWARD_CHAOS_FROM=%d, STEWARD_CHAOS_TO=%d: want 0 <= FROM < TO <= COUNT (%d)", p.from, p.to, p.count)
 	}
 	p.steps = Schedule(p.seed, p.count, kinds, s.TTL)[p.from:p.to]
-	p.replayCommand = fmt.Sprintf("STEWARD_CHAOS_SEED=%d STEWARD_CHAOS_COUNT=%d STEWARD_CHAOS_KINDS=%s STEWARD_CHAOS_SYNC=%s STEWARD_CHAOS_FENCING=%s",
-		p.seed, p.count, kindsArg, s.SynchronousMode, s.FencingMode)
+	p.replayCommand = fmt.Sprintf("STEWARD_CHAOS_BACKEND=%s STEWARD_CHAOS_SEED=%d STEWARD_CHAOS_COUNT=%d STEWARD_CHAOS_KINDS=%s STEWARD_CHAOS_SYNC=%s STEWARD_CHAOS_FENCING=%s",
+		s.Backend, p.seed, p.count, kindsArg, s.SynchronousMode, s.FencingMode)
 	return p
 }
 
@@ -214,14 +228,17 @@ func TestChaos(t *testing.T) {
 	p := planFromEnv(t)
 	log := testLogger(t)
 	if p.fixed {
-		t.Logf("CHAOS short fixed schedule: %d steps, synchronous_mode %s, fencing %s", len(p.steps), p.settings.SynchronousMode, p.settings.FencingMode)
+		t.Logf("CHAOS short fixed schedule: %d steps, backend %s, synchronous_mode %s, fencing %s", len(p.steps), p.settings.Backend, p.settings.SynchronousMode, p.settings.FencingMode)
 	} else {
-		t.Logf("CHAOS seed=%d count=%d steps [%d,%d) synchronous_mode=%s fencing=%s", p.seed, p.count, p.from, p.to, p.settings.SynchronousMode, p.settings.FencingMode)
+		t.Logf("CHAOS backend=%s seed=%d count=%d steps [%d,%d) synchronous_mode=%s fencing=%s", p.settings.Backend, p.seed, p.count, p.from, p.to, p.settings.SynchronousMode, p.settings.FencingMode)
 		t.Logf("CHAOS replay the whole schedule: %s go test -run '^TestChaos$' ./e2e/chaos/", p.replayCommand)
 	}
 	name := "fixed"
 	if !p.fixed {
 		name = fmt.Sprintf("seed%d-%d-%d", p.seed, p.from, p.to)
+	}
+	if p.settings.IsMySQL() {
+		name = "mysql-" + name
 	}
 	dir := runDir(t, name)
 	started := time.Now()

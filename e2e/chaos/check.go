@@ -258,6 +258,10 @@ func (c *Cluster) CheckHealth() Health {
 			return h
 		}
 	}
+	if c.S.IsMySQL() {
+		h.Problem = c.myHealth(leader)
+		return h
+	}
 	ctx := context.Background()
 	for _, m := range c.Members {
 		var inRecovery bool
@@ -446,6 +450,14 @@ func CheckAudit(ops []Op, hist []dcs.HistoryRecord, fencingMode string) []Violat
 			out = append(out, Violation{5, fmt.Sprintf("%s acknowledged writes on timeline %d (first: id %d at %v) but no history record names it leader on that timeline", k.member, k.tl, o.ID, fmtOffset(o.End))})
 		}
 	}
+	return append(out, CheckFencedFailovers(hist, fencingMode)...)
+}
+
+// CheckFencedFailovers is the second half of invariant 5: with fencing
+// required, each failover from another member has, for the same term, a
+// fencing record that a hook confirmed.
+func CheckFencedFailovers(hist []dcs.HistoryRecord, fencingMode string) []Violation {
+	var out []Violation
 	if fencingMode != "required" {
 		return out
 	}

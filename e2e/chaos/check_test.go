@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stewardha/steward/backends"
 	"github.com/stewardha/steward/dcs"
 )
+
+func backendsGTID(g string) backends.Position { return backends.Position{GTID: g} }
 
 const ms = time.Millisecond
 
@@ -199,5 +202,64 @@ func TestAuditChecker(t *testing.T) {
 	}
 	if v := CheckAudit(ops, unfenced, "best-effort"); len(v) != 0 {
 		t.Fatalf("best-effort does not require confirmation: %v", v)
+	}
+}
+
+// MariaDB: the history's promotion positions order the primaries into eras
+// (MyEras), after which the same checkers find a split brain, a discarded
+// tail within the bound, a lost write before the switch point, and writes
+// by a member the history never named leader.
+func TestMariaDBErasFeedTheCheckers(t *testing.T) {
+	hist := []dcs.HistoryRecord{
+		{Index: 1, Kind: "bootstrap", NewLeader: "m1", Term: 1},
+		{Index: 2, Kind: "fencing", NewLeader: "m2", Member: "m1", Term: 2, Reason: "confirmed by a hook"},
+		{Index: 3, Kind: "failover", OldLeader: "m1", NewLeader: "m2", Term: 2, Promoted: backendsGTID("0-1-120")},
+		{Index: 4, Kind: "switchover", OldLeader: "m2", NewLeader: "m1", Term: 3, Promoted: backendsGTID("0-1-120,0-2-200")},
+	}
+	my := func(id int64, member string, seq uint64, start, end time.Duration) Op {
+		return Op{ID: id, Writer: "direct-" + member, Member: member, LSN: seq, Start: start, End: end}
+	}
+	ops := []Op{
+		my(1, "m1", 100, 0, 10*ms),
+		my(2, "m1", 125, 100*ms, 110*ms),   // m1's tail after m2 promoted at 120
+		my(3, "m2", 121, 5000*ms, 5010*ms), // era 2
+		my(4, "m1", 201, 9000*ms, 9010*ms), // era 3 (m1 again, after 200)
+		my(5, "m2", 150, 6000*ms, 6010*ms), // era 2
+		my(6, "m1", 126, 5200*ms, 5210*ms), // m1 in era 1, sent after m2's first ack: split brain
+	}
+	got, lin, audit := MyEras(ops, hist)
+	if len(audit) != 0 {
+		t.Fatalf("audit: %v", audit)
+	}
+	wantTL := map[int64]int64{1: 1, 2: 1, 3: 2, 4: 3, 5: 2, 6: 1}
+	for _, o := range got {
+		if o.Timeline != wantTL[o.ID] {
+			t.Errorf("write %d (%s, seq %d): era %d, want %d", o.ID, o.Member, o.LSN, o.Timeline, wantTL[o.ID])
+		}
+	}
+	if lin.Timeline != 3 || lin.Ends[1] != 121 || lin.Ends[2] != 201 {
+		t.Errorf("lineage %+v, want final era 3, era 1 ending at 121 and era 2 at 201", lin)
+	}
+	if v := CheckSplitBrain(got, 0); len(v) != 1 || !strings.Contains(v[0].What, "m1 (timeline 1)") {
+		t.Errorf("split brain: %v, want m1's era-1 write after m2's first ack", v)
+	}
+	// Write 2 and 6 (seq 125, 126) are era 1's discarded tail: within 10
+	// transactions of its end, beyond 3.
+	present := map[int64]bool{1: true, 3: true, 4: true, 5: true}
+	if l, v := CheckLoss(got, present, lin, "off", 10); len(v) != 0 || l.Lost != 2 || l.MaxBytes != 5 {
+		t.Errorf("loss within the bound: %+v %v, want 2 lost, 5 transactions past the switch point, no violation", l, v)
+	}
+	if _, v := CheckLoss(got, present, lin, "off", 3); len(v) == 0 || v[0].Invariant != 2 {
+		t.Errorf("loss beyond the bound: %v, want a violation of invariant 2", v)
+	}
+	// Write 1 (seq 100) is before era 1's end: it must survive.
+	delete(present, 1)
+	if _, v := CheckLoss(got, present, lin, "off", 10); len(v) != 1 || !strings.Contains(v[0].What, "before its switch point") {
+		t.Errorf("a write before the switch point missing: %v", v)
+	}
+	// A member no history record names leader.
+	_, _, audit = MyEras(append(ops, my(7, "m3", 300, 9500*ms, 9510*ms)), hist)
+	if len(audit) != 1 || !strings.Contains(audit[0].What, "m3 acknowledged writes") {
+		t.Errorf("writes by m3, never leader: %v", audit)
 	}
 }

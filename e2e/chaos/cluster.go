@@ -42,6 +42,9 @@ type Settings struct {
 	Members     int
 	// TmpfsSize bounds each member's data filesystem (the WAL disk).
 	TmpfsSize string
+	// Backend is the members' database: "postgres" (PostgreSQL 15) or
+	// "mysql" (MariaDB 10.11, asynchronous only; see mysql.go).
+	Backend string
 }
 
 // DefaultSettings: ttl 5 s, loop_wait 500 ms, retry_timeout 1 s, 1MB lag,
@@ -49,7 +52,7 @@ type Settings struct {
 func DefaultSettings() Settings {
 	return Settings{TTL: 5 * time.Second, LoopWait: 500 * time.Millisecond, RetryTimeout: time.Second, MaxLag: 1 << 20,
 		PrimaryUnhealthyTimeout: 5 * time.Second, PrimaryStartTimeout: 5 * time.Second,
-		SynchronousMode: "off", FencingMode: "required", LogLevel: "info", Members: 3, TmpfsSize: "512M"}
+		SynchronousMode: "off", FencingMode: "required", LogLevel: "info", Members: 3, TmpfsSize: "512M", Backend: "postgres"}
 }
 
 const (
@@ -218,9 +221,9 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 	if err := RequireTools(); err != nil {
 		return nil, err
 	}
-	u, err := user.Lookup(runAsUser)
+	u, err := user.Lookup(s.osUser())
 	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL runs as the OS user %q: %v (install postgresql-15: make deps)", runAsUser, err)
+		return nil, fmt.Errorf("the database runs as the OS user %q: %v (install postgresql-15 and mariadb-server: make deps)", s.osUser(), err)
 	}
 	c = &Cluster{S: s, Dir: dir, Binary: binary, log: log}
 	c.uid, _ = strconv.Atoi(u.Uid)
@@ -280,11 +283,15 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 		return c, fmt.Errorf("the etcd cluster elected no leader: %w\n%s", err, tailFile(c.Etcd[0].logPath, 20))
 	}
 
-	if err := c.makeBinDir(); err != nil {
-		return c, err
+	hookScript := myFenceHookScript
+	if !s.IsMySQL() {
+		hookScript = fenceHookScript
+		if err := c.makeBinDir(); err != nil {
+			return c, err
+		}
 	}
 	hook := filepath.Join(dir, "fence-kill.sh")
-	if err := os.WriteFile(hook, []byte(fenceHookScript), 0o755); err != nil {
+	if err := os.WriteFile(hook, []byte(hookScript), 0o755); err != nil {
 		return c, err
 	}
 	for i := 1; i <= s.Members; i++ {
@@ -304,9 +311,15 @@ func NewCluster(s Settings, binary, dir string, log *slog.Logger) (c *Cluster, e
 			return c, err
 		}
 		c.addCleanup(func() { c.unmount(m) })
-		// Proxies: PostgreSQL at IP:5432 -> 127.0.0.1:5433, and one local
-		// port per etcd node for the agent.
-		px, err := StartDelayProxy(h.NS, fmt.Sprintf("%s:%d", h.IP, pgPort), h.NS, fmt.Sprintf("127.0.0.1:%d", pgLocalPort))
+		if s.IsMySQL() {
+			if err := c.myInitMember(m, i); err != nil {
+				return c, err
+			}
+		}
+		// Proxies: the database at IP:5432 -> 127.0.0.1:5433 (MariaDB:
+		// 3306 -> 3307), and one local port per etcd node for the agent.
+		port, local := s.dbPorts()
+		px, err := StartDelayProxy(h.NS, fmt.Sprintf("%s:%d", h.IP, port), h.NS, fmt.Sprintf("127.0.0.1:%d", local))
 		if err != nil {
 			return c, err
 		}
@@ -423,6 +436,10 @@ func (c *Cluster) writeConfig(m *Member, hook string) error {
 	if s.FencingMode != "off" {
 		fencing = fmt.Sprintf("fencing:\n  mode: %s\n  hooks:\n    - name: power-off\n      command: [%s, %s, \"{target_name}\"]\n      timeout: 5s\n", s.FencingMode, hook, c.Dir)
 	}
+	db := c.pgConfigSection(m)
+	if s.IsMySQL() {
+		db = c.myConfigSection(m)
+	}
 	cfg := fmt.Sprintf(`cluster: chaos
 name: %s
 etcd:
@@ -438,7 +455,15 @@ bootstrap:
 api:
   listen: %s:%d
   connect_address: %s:%d
-postgres:
+%s%slog: {level: %s, format: text}
+`, m.Name, s.TTL, s.LoopWait, s.RetryTimeout, s.MaxLag, s.PrimaryUnhealthyTimeout, s.PrimaryStartTimeout, s.SynchronousMode,
+		m.Host.IP, apiPort, m.Host.IP, apiPort, db, fencing, s.LogLevel)
+	return os.WriteFile(m.Config, []byte(cfg), 0o644)
+}
+
+// pgConfigSection is the member's postgres section.
+func (c *Cluster) pgConfigSection(m *Member) string {
+	return fmt.Sprintf(`postgres:
   data_dir: %s
   bin_dir: %s
   listen: 127.0.0.1:%d
@@ -457,11 +482,7 @@ postgres:
     max_wal_size: 64MB
     max_slot_wal_keep_size: 128MB
     checkpoint_timeout: 30s
-%slog: {level: %s, format: text}
-`, m.Name, s.TTL, s.LoopWait, s.RetryTimeout, s.MaxLag, s.PrimaryUnhealthyTimeout, s.PrimaryStartTimeout, s.SynchronousMode,
-		m.Host.IP, apiPort, m.Host.IP, apiPort, m.DataDir, c.binDir, pgLocalPort, m.Host.IP, pgPort, superPass, superPass, m.Name,
-		fencing, s.LogLevel)
-	return os.WriteFile(m.Config, []byte(cfg), 0o644)
+`, m.DataDir, c.binDir, pgLocalPort, m.Host.IP, pgPort, superPass, superPass, m.Name)
 }
 
 // ClientConfig is a config file the test's CLI calls use: the first
@@ -490,7 +511,7 @@ func (m *Member) Start() error {
 	if m.agent.running() {
 		return nil
 	}
-	cmd := NSCommand(m.Host.NS, runAsUser, m.c.Binary, "agent", "--config", m.Config)
+	cmd := NSCommand(m.Host.NS, m.c.S.osUser(), m.c.Binary, "agent", "--config", m.Config)
 	cmd.Dir = m.c.Dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + m.c.Dir, "STEWARD_FAULTS=" + m.FaultDir}
 	p, err := startProc(cmd, m.LogPath)
@@ -523,9 +544,14 @@ func (m *Member) Fault(name string, on bool) error {
 	return os.WriteFile(p, nil, 0o644)
 }
 
-// PostmasterPID is the PID in postmaster.pid when that process lives.
+// PostmasterPID is the PID in postmaster.pid (MariaDB: mariadbd.pid)
+// when that process lives.
 func (m *Member) PostmasterPID() int {
-	b, err := os.ReadFile(filepath.Join(m.DataDir, "postmaster.pid"))
+	pidFile := "postmaster.pid"
+	if m.c.S.IsMySQL() {
+		pidFile = "mariadbd.pid"
+	}
+	b, err := os.ReadFile(filepath.Join(m.DataDir, pidFile))
 	if err != nil {
 		return 0
 	}
@@ -597,13 +623,20 @@ func childrenOf(ppid int) []int {
 	return out
 }
 
-// DSN of the member's PostgreSQL through its proxy, from the client.
+// DSN of the member's database through its proxy, from the client, as
+// the superuser (MariaDB: steward's account).
 func (m *Member) DSN() string {
+	if m.c.S.IsMySQL() {
+		return myDSN(myUser, superPass, fmt.Sprintf("%s:%d", m.Host.IP, myPort))
+	}
 	return fmt.Sprintf("host=%s port=%d user=postgres password=%s dbname=postgres connect_timeout=2 sslmode=disable", m.Host.IP, pgPort, superPass)
 }
 
 // Exec runs one statement on the member.
 func (m *Member) Exec(sql string) error {
+	if m.c.S.IsMySQL() {
+		return myExec(m.DSN(), sql)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, m.DSN())
@@ -617,6 +650,9 @@ func (m *Member) Exec(sql string) error {
 
 // Query runs one query returning one row.
 func (m *Member) Query(ctx context.Context, sql string, dest ...any) error {
+	if m.c.S.IsMySQL() {
+		return myQueryRow(ctx, m.DSN(), sql, dest...)
+	}
 	return queryRow(ctx, m.DSN(), sql, dest...)
 }
 
@@ -737,8 +773,9 @@ func (c *Cluster) startHAProxy() error {
 		return fmt.Errorf("reading the documented HAProxy config: %w", err)
 	}
 	s := string(b)
+	port, _ := c.S.dbPorts()
 	for i, m := range c.Members {
-		s = strings.ReplaceAll(s, fmt.Sprintf("10.0.0.1%d:5432", i+1), fmt.Sprintf("%s:%d", m.Host.IP, pgPort))
+		s = strings.ReplaceAll(s, fmt.Sprintf("10.0.0.1%d:5432", i+1), fmt.Sprintf("%s:%d", m.Host.IP, port))
 	}
 	if strings.Contains(s, "10.0.0.") {
 		return fmt.Errorf("docs/examples/haproxy.cfg has servers the chaos cluster has no member for")
@@ -756,8 +793,12 @@ func (c *Cluster) startHAProxy() error {
 	return nil
 }
 
-// HAProxyDSN connects through HAProxy's write port.
+// HAProxyDSN connects through HAProxy's write port (MariaDB: as the
+// application account).
 func (c *Cluster) HAProxyDSN() string {
+	if c.S.IsMySQL() {
+		return myDSN(appUser, appPass, c.HAProxy.IP+":5000")
+	}
 	return fmt.Sprintf("host=%s port=5000 user=postgres password=%s dbname=postgres connect_timeout=2 sslmode=disable", c.HAProxy.IP, superPass)
 }
 

@@ -55,6 +55,9 @@ type Runner struct {
 	// PostgreSQL, etcd, HAProxy) of a step that broke an invariant, in
 	// SaveDir/step-<n>/.
 	SaveDir string
+	// txBytes: MariaDB, the measured binary-log bytes of one workload
+	// transaction (loss distances are counted in transactions).
+	txBytes float64
 }
 
 // NewRunner starts the workload on c (the test table first).
@@ -63,15 +66,28 @@ func NewRunner(c *Cluster, b Bounds, log *slog.Logger) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Member(leader).Exec("CREATE TABLE IF NOT EXISTS chaos(id bigint PRIMARY KEY, writer text, at timestamptz DEFAULT clock_timestamp())"); err != nil {
-		return nil, err
+	r := &Runner{C: c, B: b, Log: log, seen: map[string]bool{}}
+	var targets []writerTarget
+	if c.S.IsMySQL() {
+		if r.txBytes, err = c.myCalibrate(c.Member(leader)); err != nil {
+			return nil, fmt.Errorf("creating the test table and measuring a transaction's binlog size: %w", err)
+		}
+		log.Info("workload transaction size measured", "binlog_bytes_per_transaction", int(r.txBytes))
+		targets = append(targets, writerTarget{name: "haproxy", dsn: c.HAProxyDSN(), mysql: true})
+		for _, m := range c.Members {
+			targets = append(targets, writerTarget{name: "direct-" + m.Name, dsn: myDSN(appUser, appPass, fmt.Sprintf("%s:%d", m.Host.IP, myPort)), mysql: true})
+		}
+	} else {
+		if err := c.Member(leader).Exec("CREATE TABLE IF NOT EXISTS chaos(id bigint PRIMARY KEY, writer text, at timestamptz DEFAULT clock_timestamp())"); err != nil {
+			return nil, err
+		}
+		targets = append(targets, writerTarget{name: "haproxy", dsn: c.HAProxyDSN()})
+		for _, m := range c.Members {
+			targets = append(targets, writerTarget{name: "direct-" + m.Name, dsn: m.DSN()})
+		}
 	}
-	targets := []writerTarget{{name: "haproxy", dsn: c.HAProxyDSN()}}
-	for _, m := range c.Members {
-		targets = append(targets, writerTarget{name: "direct-" + m.Name, dsn: m.DSN()})
-	}
-	w := StartWorkload(time.Now(), targets, 25*time.Millisecond)
-	return &Runner{C: c, W: w, B: b, Log: log, seen: map[string]bool{}}, nil
+	r.W = StartWorkload(time.Now(), targets, 25*time.Millisecond)
+	return r, nil
 }
 
 // Run runs one step: inject, hold, heal, wait for recovery, check.
@@ -130,20 +146,31 @@ func (r *Runner) Run(s Step) StepResult {
 	time.Sleep(300 * time.Millisecond)
 	end := r.W.Now()
 	ops := r.W.Ops()
-	for _, v := range CheckSplitBrain(ops, r.B.SplitBrain) {
-		if !r.seen[v.What] {
-			r.seen[v.What] = true
-			res.Violations = append(res.Violations, v)
-		}
+	hist, herr := c.History()
+	var audit []Violation
+	switch {
+	case herr != nil:
+		audit = []Violation{{5, "reading the DCS history: " + herr.Error()}}
+	case c.S.IsMySQL():
+		// Eras from the history take the timelines' place; a write no
+		// era covers is the audit's finding.
+		ops, _, audit = MyEras(ops, hist)
+		audit = append(audit, CheckFencedFailovers(hist, c.S.FencingMode)...)
+	default:
+		audit = CheckAudit(ops, hist, c.S.FencingMode)
 	}
-	if hist, err := c.History(); err != nil {
-		res.Violations = append(res.Violations, Violation{5, "reading the DCS history: " + err.Error()})
-	} else {
-		for _, v := range CheckAudit(ops, hist, c.S.FencingMode) {
+	if herr == nil {
+		for _, v := range CheckSplitBrain(ops, r.B.SplitBrain) {
 			if !r.seen[v.What] {
 				r.seen[v.What] = true
 				res.Violations = append(res.Violations, v)
 			}
+		}
+	}
+	for _, v := range audit {
+		if !r.seen[v.What] {
+			r.seen[v.What] = true
+			res.Violations = append(res.Violations, v)
 		}
 	}
 	var window []Op
@@ -170,7 +197,7 @@ func (r *Runner) Run(s Step) StepResult {
 	// disk a long run would fill it with copies (it did, see
 	// docs/reliability.md). Real traffic moves on by itself; here a switch
 	// and a checkpoint let PostgreSQL drop the old copies.
-	if l := c.Member(after); l != nil {
+	if l := c.Member(after); l != nil && !c.S.IsMySQL() {
 		_ = l.Exec("SELECT pg_switch_wal()")
 		_ = l.Exec("CHECKPOINT")
 	}
@@ -193,6 +220,9 @@ func (r *Runner) saveLogs(sub string) {
 	logs, _ := filepath.Glob(filepath.Join(r.C.Dir, "*.log"))
 	for _, m := range r.C.Members {
 		logs = append(logs, m.DataDir+".log")
+		if b, err := os.ReadFile(filepath.Join(m.Mount, "mariadb.err")); err == nil {
+			_ = os.WriteFile(filepath.Join(dst, m.Name+".mariadb.err"), b, 0o644)
+		}
 	}
 	for _, l := range logs {
 		b, err := os.ReadFile(l)
@@ -220,6 +250,9 @@ func (r *Runner) Final() (Loss, []Violation) {
 
 func (r *Runner) checkLoss(leader string, ops []Op) (Loss, []Violation) {
 	m := r.C.Member(leader)
+	if r.C.S.IsMySQL() {
+		return r.myCheckLoss(m, ops)
+	}
 	ids := make([]int64, len(ops))
 	for i, o := range ops {
 		ids[i] = o.ID
@@ -233,6 +266,27 @@ func (r *Runner) checkLoss(leader string, ops []Op) (Loss, []Violation) {
 		return Loss{}, []Violation{{2, fmt.Sprintf("reading the timeline history of %s: %v", leader, err)}}
 	}
 	return CheckLoss(ops, present, lin, r.C.S.SynchronousMode, r.C.S.MaxLag)
+}
+
+// myCheckLoss is checkLoss for MariaDB: eras for timelines, GTID sequence
+// numbers for LSNs, the bound in transactions of the measured size.
+func (r *Runner) myCheckLoss(m *Member, ops []Op) (Loss, []Violation) {
+	present, err := m.myPresentIDs()
+	if err != nil {
+		return Loss{}, []Violation{{2, fmt.Sprintf("reading the acknowledged ids from %s: %v", m.Name, err)}}
+	}
+	hist, err := r.C.History()
+	if err != nil {
+		return Loss{}, []Violation{{2, "reading the DCS history: " + err.Error()}}
+	}
+	ops, lin, _ := MyEras(ops, hist)
+	maxTx := int64(float64(r.C.S.MaxLag) / max(r.txBytes, 1))
+	l, vs := CheckLoss(ops, present, lin, r.C.S.SynchronousMode, maxTx)
+	l.MaxBytes = uint64(float64(l.MaxBytes) * r.txBytes)
+	for i := range vs {
+		vs[i].What = fmt.Sprintf("(MariaDB: timeline = era, lsn = GTID sequence number, distances in transactions of ~%d bytes) %s", int(r.txBytes), vs[i].What)
+	}
+	return l, vs
 }
 
 // unexpectedExits finds agents that exited although no step killed them

@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"strconv"
 	"strings"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	gomysql "github.com/go-sql-driver/mysql"
 )
 
 // Op is one acknowledged write: which writer sent it, which member
@@ -21,7 +25,7 @@ type Op struct {
 	Writer   string        `json:"writer"` // haproxy | direct-<member>
 	Member   string        `json:"member"` // cluster_name of the server that committed it
 	Timeline int64         `json:"tl"`
-	LSN      uint64        `json:"lsn"` // pg_current_wal_lsn() in the writing transaction (before its commit record)
+	LSN      uint64        `json:"lsn"` // pg_current_wal_lsn() in the writing transaction (before its commit record); MariaDB: the GTID sequence number (MyEras sets Timeline)
 	Start    time.Duration `json:"start"`
 	End      time.Duration `json:"end"`
 }
@@ -40,8 +44,9 @@ type Workload struct {
 
 // writerTarget is one writer's connection string.
 type writerTarget struct {
-	name string
-	dsn  string
+	name  string
+	dsn   string
+	mysql bool // a go-sql-driver DSN of a MariaDB server
 }
 
 const insertSQL = `INSERT INTO chaos(id, writer) VALUES ($1, $2)
@@ -60,6 +65,10 @@ func StartWorkload(epoch time.Time, targets []writerTarget, every time.Duration)
 
 func (w *Workload) writer(idx int64, t writerTarget, every time.Duration) {
 	defer w.wg.Done()
+	if t.mysql {
+		w.myWriter(idx, t, every)
+		return
+	}
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -104,6 +113,63 @@ func (w *Workload) writer(idx int64, t writerTarget, every time.Duration) {
 				// Not an SQL error (read-only, ...): the connection is
 				// in doubt; open a new one.
 				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+	}
+}
+
+// myWriter is writer for MariaDB: one connection at a time (the GTID is
+// read in the writing session), a new one after any error but an SQL
+// error from the server (read_only, ...).
+func (w *Workload) myWriter(idx int64, t writerTarget, every time.Duration) {
+	db, err := sql.Open("mysql", t.dsn)
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	db.SetMaxIdleConns(1)
+	var conn *sql.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	seq := int64(0)
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-tk.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if conn == nil {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				cancel()
+				continue
+			}
+			conn = c
+		}
+		seq++
+		id := idx<<40 | seq
+		start := time.Since(w.epoch)
+		member, gseq, err := myInsert(ctx, conn, id, t.name)
+		end := time.Since(w.epoch)
+		cancel()
+		w.mu.Lock()
+		w.tries++
+		if err == nil {
+			w.ops = append(w.ops, Op{ID: id, Writer: t.name, Member: member, LSN: gseq, Start: start, End: end})
+		}
+		w.mu.Unlock()
+		if err != nil {
+			var me *gomysql.MySQLError
+			if !errors.As(err, &me) {
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+				conn.Close()
 				conn = nil
 			}
 		}

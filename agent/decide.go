@@ -451,6 +451,8 @@ func rejoinDiverged(o *Observation, up *backends.Upstream) Decision {
 	case o.Self.Rewind && retry:
 		return Decision{Action: ActWait, Reason: fmt.Sprintf("rewind from %s failed (%s); retrying in %v", up.Name, o.Mem.RewindFailed,
 			o.Mem.RewindRetryAt.Sub(o.Now).Round(time.Second)), Upstream: up}
+	case o.Self.Reinit && o.Self.Kind == "mysql":
+		return Decision{Action: ActReinit, Reason: fmt.Sprintf("history diverged from %s (%s): re-cloning, which discards them (mysql.reclone_on_divergence)", up.Name, d.Reason), Upstream: up}
 	case o.Self.Reinit:
 		why := "use_pg_rewind is off"
 		if o.Mem.RewindFailed != "" {
@@ -459,7 +461,7 @@ func rejoinDiverged(o *Observation, up *backends.Upstream) Decision {
 		return Decision{Action: ActReinit, Reason: fmt.Sprintf("history diverged from %s and %s: re-cloning (remove_data_directory_on_rewind_failure)", up.Name, why), Upstream: up}
 	}
 	if o.Self.Kind == "mysql" {
-		return Decision{Action: ActStayDown, Reason: fmt.Sprintf("history diverged from %s (%s); staying out until `steward reinit %s`", up.Name, d.Reason, o.Self.Name)}
+		return Decision{Action: ActStayDown, Reason: fmt.Sprintf("history diverged from %s (%s); staying out until `steward reinit %s` (or enable mysql.reclone_on_divergence)", up.Name, d.Reason, o.Self.Name)}
 	}
 	why := "postgres.use_pg_rewind is off"
 	if o.Mem.RewindFailed != "" {

@@ -328,7 +328,11 @@ func TestDecide(t *testing.T) {
 		{"diverged MySQL replica (errant transactions): stay down, naming reinit and no PostgreSQL key", func(o *Observation) {
 			o.Self.Rewind, o.Self.Kind = false, "mysql"
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "errant transactions"}, "a"
-		}, ActStayDown, "(errant transactions); staying out until `steward reinit b`"},
+		}, ActStayDown, "(errant transactions); staying out until `steward reinit b` (or enable mysql.reclone_on_divergence)"},
+		{"diverged MySQL replica with mysql.reclone_on_divergence: re-clone", func(o *Observation) {
+			o.Self.Rewind, o.Self.Kind, o.Self.Reinit = false, "mysql", true
+			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "errant transactions"}, "a"
+		}, ActReinit, "(errant transactions): re-cloning, which discards them (mysql.reclone_on_divergence)"},
 		{"diverged replica whose rewind failed once: retry after the backoff", func(o *Observation) {
 			o.Mem.RewindFailed, o.Mem.RewindFailures, o.Mem.RewindRetryAt = "boom", 1, t0.Add(-time.Second)
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"

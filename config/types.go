@@ -120,6 +120,12 @@ type MySQL struct {
 	StopCommand    []string    `yaml:"stop_command"`
 	DataDir        string      `yaml:"data_dir"`
 	CloneCommand   []string    `yaml:"clone_command"`
+	// RecloneOnDivergence lets the agent re-clone a member whose history
+	// has transactions the leader never had (errant: typically the last
+	// writes of a former primary, discarded by the failover), discarding
+	// them. Off, it stays out until `steward reinit`. MySQL cannot rewind,
+	// so this is the MySQL side of postgres.remove_data_directory_on_rewind_failure.
+	RecloneOnDivergence bool `yaml:"reclone_on_divergence"`
 }
 
 // Fencing configures STONITH.

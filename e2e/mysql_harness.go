@@ -57,8 +57,10 @@ type MyMember struct {
 	LogPath string
 	Proxy   *dcstest.Proxy
 	Tags    string // YAML for the tags section
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	// MySQLExtra: YAML lines added to the mysql section ("  key: value\n").
+	MySQLExtra string
+	cmd        *exec.Cmd
+	exited     chan struct{}
 }
 
 // NewMyCluster prepares (does not start) a cluster of n members m1..mn,
@@ -112,10 +114,10 @@ mysql:
   replication: {username: %s, password: %s}
   data_dir: %s
   start_command: [%s, "--defaults-file=%s"]
-log: {level: debug, format: text}
+%slog: {level: debug, format: text}
 `, c.Name, m.Name, m.Proxy.URL(), p.TTL, p.LoopWait, p.RetryTimeout, p.MaxLag, p.PrimaryUnhealthyTimeout, p.PrimaryStartTimeout,
 		m.APIPort, m.Server.Addr(), mytest.User, mytest.Password, mytest.ReplicationUser, mytest.ReplicationPassword,
-		m.Server.DataDir, mytest.Mariadbd, m.Server.Cnf)
+		m.Server.DataDir, mytest.Mariadbd, m.Server.Cnf, m.MySQLExtra)
 	if m.Tags != "" {
 		fmt.Fprintf(&b, "tags: %s\n", m.Tags)
 	}
@@ -192,6 +194,15 @@ func (m *MyMember) Kill() {
 	_ = m.cmd.Process.Kill()
 	<-m.exited
 	m.cmd = nil
+}
+
+// Reload rewrites the member's config file and sends its agent SIGHUP.
+func (m *MyMember) Reload() {
+	m.c.T.Helper()
+	m.c.writeConfig(m)
+	if m.cmd != nil {
+		_ = m.cmd.Process.Signal(syscall.SIGHUP)
+	}
 }
 
 // KillDB SIGKILLs the member's mariadbd (a crash).

@@ -267,16 +267,16 @@ func TestMySQLFailoverMostAdvancedAndRejoin(t *testing.T) {
 	}
 }
 
-// The old primary committed transactions that never replicated, then
-// died: after the failover it is refused — it stays out, and `steward list`
-// shows why with the errant GTIDs — instead of replicating on top of them.
-func TestMySQLErrantRejoinRefused(t *testing.T) {
-	t.Parallel()
-	c, old := myBootstrap(t, Fast, nil)
+// myErrantFormerPrimary: the primary (m1) commits transactions that never
+// replicate, then dies; another member takes over and commits. The former
+// primary is left stopped, with its errant transactions.
+func myErrantFormerPrimary(t *testing.T) (c *MyCluster, old, newLeader *MyMember, replicas []*MyMember, errantPos string) {
+	t.Helper()
+	c, old = myBootstrap(t, Fast, nil)
 	if err := old.Exec("INSERT INTO app.steward_test VALUES (1, 'before')"); err != nil {
 		t.Fatal(err)
 	}
-	replicas := []*MyMember{c.Members[1], c.Members[2]}
+	replicas = []*MyMember{c.Members[1], c.Members[2]}
 	pos := gtidPos(t, old, "gtid_binlog_pos")
 	for _, r := range replicas {
 		Eventually(t, 10*time.Second, r.Name+" caught up", func() bool {
@@ -305,7 +305,7 @@ func TestMySQLErrantRejoinRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	errantPos := gtidPos(t, old, "gtid_binlog_pos")
+	errantPos = gtidPos(t, old, "gtid_binlog_pos")
 	old.Crash()
 	for _, r := range replicas {
 		if err := r.Exec("START SLAVE IO_THREAD"); err != nil {
@@ -313,7 +313,6 @@ func TestMySQLErrantRejoinRefused(t *testing.T) {
 		}
 	}
 	c.SetDynamic("paused", "false")
-	var newLeader *MyMember
 	Eventually(t, c.Profile.TTL+10*time.Second, "a new leader", func() bool {
 		newLeader = c.Leader()
 		return newLeader != nil && newLeader != old && newLeader.Status() != nil && newLeader.Status().Writable
@@ -321,6 +320,15 @@ func TestMySQLErrantRejoinRefused(t *testing.T) {
 	if err := newLeader.Exec("INSERT INTO app.steward_test VALUES (2001, 'after')"); err != nil {
 		t.Fatal(err)
 	}
+	return c, old, newLeader, replicas, errantPos
+}
+
+// The old primary committed transactions that never replicated, then
+// died: after the failover it is refused — it stays out, and `steward list`
+// shows why with the errant GTIDs — instead of replicating on top of them.
+func TestMySQLErrantRejoinRefused(t *testing.T) {
+	t.Parallel()
+	_, old, newLeader, replicas, errantPos := myErrantFormerPrimary(t)
 	old.Start()
 	var reason string
 	Eventually(t, 30*time.Second, "list shows the old primary refused with its errant GTIDs", func() bool {
@@ -391,6 +399,44 @@ func TestMySQLErrantRejoinRefused(t *testing.T) {
 	})
 	if st := old.Status(); st == nil || st.Writable || st.State == agent.StateFailed {
 		t.Fatalf("after the reinit: %+v", st)
+	}
+}
+
+// The same errant former primary, refused at first; the operator turns
+// mysql.reclone_on_divergence on and reloads (SIGHUP, no restart): the
+// agent re-clones it from the new leader by itself, discarding the errant
+// rows, and it replicates again.
+func TestMySQLErrantRecloneOnDivergence(t *testing.T) {
+	t.Parallel()
+	c, old, newLeader, _, _ := myErrantFormerPrimary(t)
+	old.Start()
+	Eventually(t, 30*time.Second, "the old primary refused (errant transactions)", func() bool {
+		st := old.Status()
+		return st != nil && st.State == agent.StateFailed
+	})
+	if n, err := old.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE member = 'lost'"); err != nil || n != 5 {
+		t.Fatalf("errant rows on the refused member: %d %v", n, err)
+	}
+	old.MySQLExtra = "  reclone_on_divergence: true\n"
+	old.Reload()
+	Eventually(t, 90*time.Second, old.Name+" re-cloned: replicating from "+newLeader.Name+" with the new leader's rows and not its errant ones", func() bool {
+		ss := old.SlaveStatus()
+		if ss["Master_Port"] != fmt.Sprint(newLeader.Server.Port) || ss["Slave_IO_Running"] != "Yes" || ss["Slave_SQL_Running"] != "Yes" {
+			return false
+		}
+		lost, err1 := old.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE member = 'lost'")
+		after, err2 := old.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = 2001")
+		return err1 == nil && err2 == nil && lost == 0 && after == 1
+	})
+	if len(grepLines(old.Log(), "mysql.reclone_on_divergence")) == 0 {
+		t.Fatal("the agent log does not say why it re-cloned (mysql.reclone_on_divergence)")
+	}
+	found := false
+	for _, h := range c.History() {
+		found = found || (h.Kind == "reinit" && h.Member == old.Name)
+	}
+	if !found {
+		t.Fatalf("no reinit record for %s in the history", old.Name)
 	}
 }
 

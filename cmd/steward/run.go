@@ -114,6 +114,9 @@ func startNode(parent context.Context, cfg *config.Config, log *slog.Logger, onL
 	if cfg.Postgres != nil {
 		rewind, reinit = cfg.Postgres.UsePgRewind, cfg.Postgres.RemoveDataDirectoryOnRewindFailure
 	}
+	if cfg.MySQL != nil {
+		reinit = cfg.MySQL.RecloneOnDivergence
+	}
 	fencer, watchdog := buildFencing(cfg, log)
 	metrics := newMetrics(cfg)
 	peers, err := newPeerClient(cfg)

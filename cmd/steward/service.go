@@ -228,7 +228,7 @@ func liveKey(k string) bool {
 		return true
 	case k == "callbacks.on_role_change":
 		return true // agent.SetCallbacks: from the next role change
-	case k == "postgres.remove_data_directory_on_rewind_failure":
+	case k == "postgres.remove_data_directory_on_rewind_failure", k == "mysql.reclone_on_divergence":
 		return true // an agent flag (Self.Reinit), read by each decision
 	}
 	return false
@@ -339,6 +339,9 @@ func agentSelf(cfg, started *config.Config) agent.Self {
 	}
 	if cfg.Postgres != nil {
 		self.Reinit = cfg.Postgres.RemoveDataDirectoryOnRewindFailure
+	}
+	if cfg.MySQL != nil {
+		self.Reinit = cfg.MySQL.RecloneOnDivergence
 	}
 	return self
 }

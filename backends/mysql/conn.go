@@ -182,6 +182,10 @@ const (
 	erNoSuchTable       = 1146
 	erServerIsStarting  = 1927 // MariaDB: "Connection was killed" / starting
 	erOptionPreventsRun = 1290
+	// erMasterInfo: "Could not initialize master info structure" — the
+	// stored replication configuration (master.info, relay-log.info) is
+	// unreadable, e.g. after a kill -9 while it was being written.
+	erMasterInfo = 1201
 )
 
 // connRefused reports a connection attempt that nothing answered (the

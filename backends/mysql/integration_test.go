@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -630,5 +631,33 @@ func TestSlowStartFinishesRole(t *testing.T) {
 	waitCaughtUp(t, r, p, 20*time.Second)
 	if n, m := count(t, r, "SELECT COUNT(*) FROM app.t"), count(t, p, "SELECT COUNT(*) FROM app.t"); n != m {
 		t.Fatalf("replica %d rows, primary %d", n, m)
+	}
+}
+
+// A replica killed while it wrote its replication configuration comes back
+// with a master.info MariaDB cannot read ("Error reading master
+// configuration"), and every CHANGE MASTER then fails with error 1201 (the
+// fault-injection suite found a fenced former primary stuck like this).
+// Pointing it at an upstream resets the unreadable configuration and
+// replicates.
+func TestUnreadableReplicationConfigIsReset(t *testing.T) {
+	t.Parallel()
+	dir := mytest.Dir(t)
+	p := bootstrapMember(t, dir, "p", 1)
+	r := cloneMember(t, dir, "r", 2, p)
+	insertRows(t, p, 10, "before")
+	waitCaughtUp(t, r, p, 20*time.Second)
+	mytest.Kill(r.srv.DataDir)
+	if err := os.WriteFile(filepath.Join(r.srv.DataDir, "master.info"), []byte("x\n"), 0o660); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, p, 10, "after")
+	if err := r.b.Start(tctx(t, 60*time.Second), backends.RoleReplica, p.upPtr()); err != nil {
+		t.Fatalf("Start as a replica with an unreadable master.info: %v", err)
+	}
+	waitStreaming(t, r, p, 30*time.Second)
+	waitCaughtUp(t, r, p, 20*time.Second)
+	if n, want := count(t, r, "SELECT COUNT(*) FROM app.t"), count(t, p, "SELECT COUNT(*) FROM app.t"); n != want {
+		t.Fatalf("replica has %d rows, the primary %d", n, want)
 	}
 }

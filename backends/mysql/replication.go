@@ -359,7 +359,22 @@ func (b *Backend) configureReplica(ctx context.Context, up backends.Upstream, st
 			}
 		}
 		q, args := f.ChangeSourceSQL(up.Host, up.Port, b.opts.Replication.Username, b.opts.Replication.Password)
-		if _, err := c.ExecContext(ctx, q, args...); err != nil {
+		_, err := c.ExecContext(ctx, q, args...)
+		if errno(err) == erMasterInfo {
+			// The stored replication configuration of a server that was
+			// killed while writing it cannot be read, and every CHANGE
+			// MASTER fails on it (found by the fault-injection suite: a
+			// former primary fenced with kill -9 never rejoined). Forget it
+			// and its relay logs, then point again: this member changes
+			// upstream, and GTID auto-positioning fetches from the new one
+			// whatever it has not applied.
+			b.log.Warn("the stored replication configuration is unreadable; resetting it before pointing at the new upstream", "upstream", up.Name, "error", err)
+			if rerr := execAll(ctx, c, f.ResetReplicaAllSQL()); rerr != nil {
+				return fmt.Errorf("pointing replication at %s (%s): %w; resetting the unreadable replication configuration failed too: %v", up.Name, want, err, rerr)
+			}
+			_, err = c.ExecContext(ctx, q, args...)
+		}
+		if err != nil {
 			return fmt.Errorf("pointing replication at %s (%s): %w", up.Name, want, err)
 		}
 	}

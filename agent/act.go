@@ -416,6 +416,9 @@ func (a *Agent) promote(ctx context.Context, o *Observation, d Decision, kind st
 	}
 	rec := dcs.HistoryRecord{Kind: kind, OldLeader: old, NewLeader: a.name, Term: lead.Term,
 		Timeline: st.Timeline, Promoted: st.Position, Reason: reason, Candidates: cands}
+	if fr, ok := a.db.(ForkReporter); ok {
+		rec.Forked = fr.ForkPosition()
+	}
 	if cur.Status != nil {
 		rec.Position = cur.Status.Position
 	}

@@ -193,6 +193,13 @@ const (
 	FencingRequired   = "required"
 )
 
+// ForkReporter is a Backend that knows where its last promotion forked
+// from the former primary's history (MySQL/MariaDB; see
+// dcs.HistoryRecord.Forked).
+type ForkReporter interface {
+	ForkPosition() backends.Position
+}
+
 // PeerStatus is what a member reports about itself to other members
 // (GET /status): enough for the failover checks of rules 2 and 3.
 type PeerStatus struct {

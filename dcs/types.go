@@ -165,6 +165,13 @@ type HistoryRecord struct {
 	Timeline  int64             `json:"timeline,omitempty"`
 	Position  backends.Position `json:"position"`              // last position published by the old leader
 	Promoted  backends.Position `json:"promoted_at,omitempty"` // position of the new leader when it promoted
+	// Forked: the new leader's history before its first write (MySQL/
+	// MariaDB: the GTID history after the relay log was applied, before
+	// read_only was turned off). The former leader's transactions it does
+	// not contain were discarded by this change. Zero when the backend does
+	// not report it (PostgreSQL: the timeline history file has the switch
+	// point).
+	Forked backends.Position `json:"forked_at,omitzero"`
 	Discarded int64             `json:"discarded_bytes,omitempty"`
 	Reason    string            `json:"reason"`
 	// Candidates lists every member considered and why each was rejected.

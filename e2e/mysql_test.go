@@ -235,6 +235,14 @@ func TestMySQLFailoverMostAdvancedAndRejoin(t *testing.T) {
 	for _, cd := range last.Candidates {
 		t.Logf("candidate %s: eligible=%v position=%s reasons=%v", cd.Name, cd.Eligible, cd.Position, cd.Reasons)
 	}
+	// forked_at: m2's history before its first write holds all of m1's
+	// transactions it received and nothing of its own.
+	fork, err1 := mysql.ParseMariaState(last.Forked.GTID)
+	sent, err2 := mysql.ParseMariaState(target)
+	if last.Forked.GTID == "" || err1 != nil || err2 != nil || fork.Seq(0, 2) != 0 || fork.Seq(0, 1) < sent.Seq(0, 1) {
+		t.Fatalf("forked_at %q (%v, %v): want every transaction m2 received from m1 (at least %s) and none of its own", last.Forked.GTID, err1, err2, target)
+	}
+	t.Logf("history: forked_at %s, promoted_at %s", last.Forked, last.Promoted)
 
 	// The old primary restarts: its history is contained in m2's, it
 	// rejoins as a replica.

@@ -442,9 +442,18 @@ func (b *Backend) promote(ctx context.Context) error {
 			return err
 		}
 	}
+	// The history as it ends before the first write of this primary: where
+	// it forked from the former one (ForkPosition).
+	pre, err := readServerState(ctx, c)
+	if err != nil {
+		return err
+	}
 	if err := execAll(ctx, c, f.ReadOnlySQL(false)...); err != nil {
 		return err
 	}
+	b.mu.Lock()
+	b.forkedAt = backends.Position{GTID: pre.history}
+	b.mu.Unlock()
 	s, err := readServerState(ctx, c)
 	if err != nil {
 		return err
@@ -454,6 +463,17 @@ func (b *Backend) promote(ctx context.Context) error {
 	}
 	b.setRefused("")
 	return nil
+}
+
+// ForkPosition is the GTID history of the last promotion, read after the
+// relay log was applied and before the server became writable: every
+// transaction of the former primary it contains is in the new primary's
+// history, every later one is not (clients' writes come after it; the
+// position read after the promotion may already include some).
+func (b *Backend) ForkPosition() backends.Position {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.forkedAt
 }
 
 // Follow points the running read-only replica at up (configureReplica),

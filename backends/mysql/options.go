@@ -101,6 +101,7 @@ type Backend struct {
 	masterIDs   map[string]uint64 // upstream host:port → last Master_Server_Id seen
 	refused     string            // why replication was deliberately not started (errant GTIDs)
 	lastErrant  string            // errant GTIDs found by the last Divergence
+	forkedAt    backends.Position // GTID history when the last promotion made the server writable
 	childPID    int               // a foreground server process started by Start, while alive
 	stoppedPos  backends.Position // where the history ended at the last clean stop (zero: unknown)
 

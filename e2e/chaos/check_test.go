@@ -214,7 +214,9 @@ func TestMariaDBErasFeedTheCheckers(t *testing.T) {
 		{Index: 1, Kind: "bootstrap", NewLeader: "m1", Term: 1},
 		{Index: 2, Kind: "fencing", NewLeader: "m2", Member: "m1", Term: 2, Reason: "confirmed by a hook"},
 		{Index: 3, Kind: "failover", OldLeader: "m1", NewLeader: "m2", Term: 2, Promoted: backendsGTID("0-1-120")},
-		{Index: 4, Kind: "switchover", OldLeader: "m2", NewLeader: "m1", Term: 3, Promoted: backendsGTID("0-1-120,0-2-200")},
+		// promoted_at read after m1's first writes of era 3; forked_at is
+		// where era 2 ended.
+		{Index: 4, Kind: "switchover", OldLeader: "m2", NewLeader: "m1", Term: 3, Promoted: backendsGTID("0-1-203,0-2-200"), Forked: backendsGTID("0-1-120,0-2-200")},
 	}
 	my := func(id int64, member string, seq uint64, start, end time.Duration) Op {
 		return Op{ID: id, Writer: "direct-" + member, Member: member, LSN: seq, Start: start, End: end}

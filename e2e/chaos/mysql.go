@@ -13,10 +13,12 @@ package chaos
 //
 // MariaDB has no timelines. The invariants order the primaries by "eras"
 // instead, taken from the DCS history: every leader change records the new
-// leader and its GTID position when it promoted (promoted_at). A write
+// leader and its GTID history before its first write (forked_at). A write
 // (acknowledged by member X with GTID sequence number s, read from
 // @@last_gtid in the writing session) belongs to X's latest era that began
-// before s. The era's index plays the timeline's part, the sequence number
+// before s. (The first MariaDB runs used promoted_at, read after the
+// promotion: a write the new primary took in between counted in its
+// previous era, a false split brain; hence forked_at.) The era's index plays the timeline's part, the sequence number
 // the LSN's: era k ended, in the final primary's history, at the smallest
 // promotion position of the eras after it, and the writes of era k past
 // that point are its discarded tail. Their distance is counted in
@@ -406,7 +408,14 @@ func MyEras(ops []Op, hist []dcs.HistoryRecord) ([]Op, Lineage, []Violation) {
 		if !leaderKinds[h.Kind] || h.NewLeader == "" {
 			continue
 		}
-		eras = append(eras, era{member: h.NewLeader, start: gtidSeq(h.Promoted.GTID), index: int64(len(eras) + 1)})
+		// forked_at: the history before the new leader's first write.
+		// promoted_at (read after the promotion) may already hold writes
+		// of the new era; it is the fallback for records without it.
+		at := h.Forked
+		if at.IsZero() {
+			at = h.Promoted
+		}
+		eras = append(eras, era{member: h.NewLeader, start: gtidSeq(at.GTID), index: int64(len(eras) + 1)})
 	}
 	lin := Lineage{Timeline: int64(len(eras)), Ends: map[int64]uint64{}}
 	for k := range eras {

@@ -153,6 +153,21 @@ func envInt(t *testing.T, k string, def int) int {
 	return n
 }
 
+// fixedPlan is make test's short fixed schedule of the faults most likely
+// to produce two writers or a lost write.
+func fixedPlan(p plan) plan {
+	s := p.settings
+	p.fixed = true
+	p.steps = []Step{
+		{N: 0, Kind: StopAgent, Target: "primary", Hold: 2 * s.TTL},
+		{N: 1, Kind: PartitionPrimaryEtcd, Target: "primary", Hold: 2 * s.TTL},
+		{N: 2, Kind: CrashHost, Target: "primary", Hold: s.TTL},
+		{N: 3, Kind: EtcdQuorumLoss, Target: "etcd", Hold: s.TTL},
+	}
+	p.count, p.to = len(p.steps), len(p.steps)
+	return p
+}
+
 func planFromEnv(t *testing.T) plan {
 	s := DefaultSettings()
 	if v := os.Getenv("STEWARD_CHAOS_SYNC"); v != "" {
@@ -180,17 +195,7 @@ func planFromEnv(t *testing.T) plan {
 		p.bounds.SplitBrain = 3 * s.TTL
 	}
 	if os.Getenv("STEWARD_CHAOS_COUNT") == "" {
-		// make test: a short fixed schedule of the faults most likely to
-		// produce two writers or a lost write.
-		p.fixed = true
-		p.steps = []Step{
-			{N: 0, Kind: StopAgent, Target: "primary", Hold: 2 * s.TTL},
-			{N: 1, Kind: PartitionPrimaryEtcd, Target: "primary", Hold: 2 * s.TTL},
-			{N: 2, Kind: CrashHost, Target: "primary", Hold: s.TTL},
-			{N: 3, Kind: EtcdQuorumLoss, Target: "etcd", Hold: s.TTL},
-		}
-		p.count, p.to = len(p.steps), len(p.steps)
-		return p
+		return fixedPlan(p)
 	}
 	p.count = envInt(t, "STEWARD_CHAOS_COUNT", 200)
 	if v := os.Getenv("STEWARD_CHAOS_SEED"); v != "" {
@@ -225,7 +230,18 @@ func planFromEnv(t *testing.T) plan {
 // namespaces and checks the four invariants after every fault. Under make
 // test it is a short fixed schedule; make chaos sets STEWARD_CHAOS_COUNT.
 func TestChaos(t *testing.T) {
-	p := planFromEnv(t)
+	runChaos(t, planFromEnv(t))
+}
+
+// TestChaosMySQLShort runs the short fixed schedule against MariaDB
+// members (make test; make chaos BACKEND=mysql runs the long ones).
+func TestChaosMySQLShort(t *testing.T) {
+	s := DefaultSettings()
+	s.Backend = "mysql"
+	runChaos(t, fixedPlan(plan{settings: s, bounds: Bounds{Recovery: 60 * time.Second}}))
+}
+
+func runChaos(t *testing.T, p plan) {
 	log := testLogger(t)
 	if p.fixed {
 		t.Logf("CHAOS short fixed schedule: %d steps, backend %s, synchronous_mode %s, fencing %s", len(p.steps), p.settings.Backend, p.settings.SynchronousMode, p.settings.FencingMode)

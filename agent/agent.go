@@ -575,8 +575,15 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,
 		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem, Tags: a.opts.Tags, NoLB: a.opts.NoLB,
 		FencingMode: a.opts.FencingMode,
-		Lag:         a.db.Lag, Compare: a.db.Compare,
+		Lag:         a.db.Lag, Compare: a.db.Compare, SinceFork: sinceFork(a.db),
 	}
+}
+
+func sinceFork(db Backend) func(pos, fork backends.Position) string {
+	if fr, ok := db.(ForkReporter); ok {
+		return fr.SinceFork
+	}
+	return nil
 }
 
 // logDecision writes one line per loop: Info when something changes, Debug

@@ -193,6 +193,9 @@ type Observation struct {
 	// Lag and Compare come from the backend (pure functions).
 	Lag     func(leader, pos backends.Position) int64
 	Compare func(a, b backends.Position) int
+	// SinceFork (nil: the backend has none) says why a position cannot be
+	// promoted after the promotion that forked at fork (ForkReporter).
+	SinceFork func(pos, fork backends.Position) string
 }
 
 // needsPeers reports whether this loop must probe the other members before

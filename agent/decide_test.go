@@ -209,6 +209,27 @@ func TestDecide(t *testing.T) {
 			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000),
 				CannotPromote: []string{"not enough disk space to promote"}})}
 		}, ActWait, "ahead: c"},
+		{"no leader, MySQL: this member holds a tail the last promotion discarded: no race", func(o *Observation) {
+			noLeader(o)
+			o.Cluster.LastHistory = &dcs.HistoryRecord{Kind: "failover", NewLeader: "a", Term: 10, Forked: backends.Position{GTID: "fork"}}
+			o.SinceFork = func(pos, fork backends.Position) string {
+				if fork.GTID == "fork" && pos.LSN == 1000 {
+					return "holds transactions written after the last promotion's fork point by another server"
+				}
+				return ""
+			}
+		}, ActWait, "after the last promotion's fork point"},
+		{"no leader, MySQL: a diverged peer with such a tail does not block the member that has the new primary's writes", func(o *Observation) {
+			noLeader(o)
+			o.Cluster.LastHistory = &dcs.HistoryRecord{Kind: "failover", NewLeader: "a", Term: 10, Forked: backends.Position{GTID: "fork"}}
+			o.SinceFork = func(pos, fork backends.Position) string {
+				if pos.LSN == 2000 {
+					return "holds transactions written after the last promotion's fork point by another server"
+				}
+				return ""
+			}
+			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Position: pos(2000), Replayed: pos(2000)})}
+		}, ActAcquire, "racing"},
 		{"no leader, equal position and higher priority elsewhere: no race", func(o *Observation) {
 			noLeader(o)
 			o.Peers = map[string]PeerResult{"c": peer("c", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000), Priority: 5})}

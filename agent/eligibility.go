@@ -126,6 +126,14 @@ func ineligibility(o *Observation, f facts, leaderAlive bool) []string {
 		if h := o.Cluster.LastHistory; h != nil && h.Timeline > 0 && f.Timeline > 0 && f.Timeline < h.Timeline {
 			r = append(r, fmt.Sprintf("timeline %d is behind the cluster's timeline %d", f.Timeline, h.Timeline))
 		}
+		// MySQL has no timelines: the newest promotion's fork point says
+		// which transactions its history can hold (a deposed primary's
+		// tail is not among them).
+		if h := o.Cluster.LastHistory; h != nil && !h.Forked.IsZero() && h.NewLeader != f.Name && o.SinceFork != nil {
+			if why := o.SinceFork(f.Position, h.Forked); why != "" {
+				r = append(r, why)
+			}
+		}
 		// Rule 6: only a member the sync key counts may be promoted.
 		r = append(r, syncIneligibility(o.Cluster, f.Name)...)
 	}

@@ -195,9 +195,11 @@ const (
 
 // ForkReporter is a Backend that knows where its last promotion forked
 // from the former primary's history (MySQL/MariaDB; see
-// dcs.HistoryRecord.Forked).
+// dcs.HistoryRecord.Forked), and which positions the history after such a
+// fork cannot contain (SinceFork: a reason, "" when compatible).
 type ForkReporter interface {
 	ForkPosition() backends.Position
+	SinceFork(pos, fork backends.Position) string
 }
 
 // PeerStatus is what a member reports about itself to other members

@@ -448,6 +448,55 @@ func TestMySQLErrantRecloneOnDivergence(t *testing.T) {
 	}
 }
 
+// The deposed primary with errant transactions is running (refused, read
+// only) when the new primary dies: MariaDB's histories then diverge — the
+// deposed one has its tail, the remaining replica has the new primary's
+// writes — so neither is "ahead" and both would race. The history's
+// forked_at rules the deposed one out: the replica that holds the new
+// primary's acknowledged writes is promoted, and they survive.
+func TestMySQLDeposedPrimaryNeverWinsAfterTheNextFailure(t *testing.T) {
+	t.Parallel()
+	c, old, newLeader, replicas, _ := myErrantFormerPrimary(t)
+	var other *MyMember
+	for _, r := range replicas {
+		if r != newLeader {
+			other = r
+		}
+	}
+	Eventually(t, 20*time.Second, other.Name+" has the new primary's write", func() bool {
+		n, err := other.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = 2001")
+		return err == nil && n == 1
+	})
+	old.Start()
+	var why []string
+	Eventually(t, 30*time.Second, old.Name+" running, refused, and not eligible because of its tail", func() bool {
+		st := old.Status()
+		if st == nil || st.State != agent.StateFailed || st.Writable {
+			return false
+		}
+		why = st.Reasons
+		return strings.Contains(strings.Join(st.Reasons, "; "), "after the last promotion's fork point")
+	})
+	t.Logf("%s not eligible: %s", old.Name, strings.Join(why, "; "))
+	newLeader.Crash()
+	var next *MyMember
+	Eventually(t, c.Profile.TTL+15*time.Second, "a new primary after "+newLeader.Name, func() bool {
+		next = c.Leader()
+		return next != nil && next != newLeader && next.Status() != nil && next.Status().Writable
+	})
+	if next != other {
+		t.Fatalf("%s was promoted: the deposed primary's history won over %s, which had %s's acknowledged writes", next.Name, other.Name, newLeader.Name)
+	}
+	if n, err := next.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = 2001"); err != nil || n != 1 {
+		t.Fatalf("the write %s acknowledged is missing on %s: %d %v", newLeader.Name, next.Name, n, err)
+	}
+	for _, h := range c.History() {
+		if h.NewLeader == newLeader.Name && h.Kind == "failover" && h.Forked.IsZero() {
+			t.Fatalf("%s's failover record has no forked_at: %+v", newLeader.Name, h)
+		}
+	}
+}
+
 // A replica whose applier is stopped (SQL thread), lagging beyond
 // maximum_lag_on_failover, is never promoted: `list` says why before the
 // failure, the eligible replica takes over, the history records why the

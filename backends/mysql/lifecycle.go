@@ -452,7 +452,7 @@ func (b *Backend) promote(ctx context.Context) error {
 		return err
 	}
 	b.mu.Lock()
-	b.forkedAt = backends.Position{GTID: pre.history}
+	b.forkedAt = pre.ownPosition() // LSN tagged with this server's id: see SinceFork
 	b.mu.Unlock()
 	s, err := readServerState(ctx, c)
 	if err != nil {
@@ -474,6 +474,37 @@ func (b *Backend) ForkPosition() backends.Position {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.forkedAt
+}
+
+// SinceFork says why pos cannot be promoted after the promotion that
+// forked at fork (ForkPosition, recorded in the DCS history): it holds
+// transactions that another server than that new primary wrote after the
+// fork — the former primary's tail, which that promotion discarded, or a
+// replica that received some of it. Promoting such a member would throw
+// away what the new primary acknowledged since (each history has what the
+// other lacks, so Compare orders neither ahead). "" when pos is compatible,
+// or when it cannot be told (MySQL GTID sets: the fork does not say which
+// server_uuid the new primary writes with; an unknown position).
+func (*Backend) SinceFork(pos, fork backends.Position) string {
+	tag, _, _ := DecodeLSN(fork.LSN)
+	if tag == 0 || fork.GTID == "" || pos.GTID == "" {
+		return ""
+	}
+	f, err1 := ParseMariaState(fork.GTID)
+	p, err2 := ParseMariaState(pos.GTID)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	others := MariaState{}
+	for k, n := range p {
+		if uint64(k.Server)%lsnTagMask+1 != tag {
+			others[k] = n
+		}
+	}
+	if errant := f.Errant(others); len(errant) > 0 {
+		return "holds transactions written after the last promotion's fork point by another server than the new primary (discarded by that promotion; promoting this member would discard what the new primary acknowledged since): " + strings.Join(errant, ", ")
+	}
+	return ""
 }
 
 // Follow points the running read-only replica at up (configureReplica),

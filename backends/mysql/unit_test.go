@@ -502,3 +502,34 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// After m2 (server 2) promoted at fork 0-1-1600, a deposed m1 with its own
+// tail 0-1-1601..1772 may not be promoted (it would discard m2's writes);
+// a replica of m2, holding m2's writes, may; so may one still at the fork.
+func TestSinceFork(t *testing.T) {
+	var b Backend
+	fork := backends.Position{LSN: EncodeLSN(2, "binlog.000003", 4711), GTID: "0-1-1600,0-3-900"}
+	for _, c := range []struct {
+		name, pos, want string
+	}{
+		{"deposed primary with its tail", "0-1-1772,0-3-900", "0-1-1601..0-1-1772"},
+		{"replica that received part of the deposed primary's tail", "0-1-1650,0-2-1601", "0-1-1601..0-1-1650"},
+		{"replica of the new primary", "0-1-1600,0-2-1604,0-3-900", ""},
+		{"replica at the fork", "0-1-1600,0-3-900", ""},
+		{"replica behind the fork", "0-1-1500", ""},
+	} {
+		got := b.SinceFork(backends.Position{GTID: c.pos}, fork)
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("%s (%s): %q, want %q", c.name, c.pos, got, c.want)
+		}
+	}
+	// Nothing can be told without the new primary's server (no LSN tag) or
+	// for MySQL GTID sets.
+	if got := b.SinceFork(backends.Position{GTID: "0-1-1772"}, backends.Position{GTID: "0-1-1600"}); got != "" {
+		t.Errorf("untagged fork: %q", got)
+	}
+	mysqlFork := backends.Position{LSN: EncodeLSN(2, "binlog.000003", 4711), GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100"}
+	if got := b.SinceFork(backends.Position{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-120"}, mysqlFork); got != "" {
+		t.Errorf("MySQL sets: %q", got)
+	}
+}

@@ -131,10 +131,17 @@ func (r *Runner) Run(s Step) StepResult {
 
 	// Invariant 3, then 4 when 3 failed.
 	healedAt := time.Now()
-	after, err := c.WaitHealthy(r.B.Recovery)
+	bound := r.B.Recovery
+	if c.S.IsMySQL() && s.Kind == WALDiskFull {
+		// mariadbd blocked on a full disk looks for free space again only
+		// once a minute ("Waiting for someone to free space... Expect up
+		// to 60 secs delay"), restarting included: MariaDB's own bound.
+		bound += time.Minute
+	}
+	after, err := c.WaitHealthy(bound)
 	res.Recovery = time.Since(healedAt)
 	if err != nil {
-		res.Violations = append(res.Violations, Violation{3, fmt.Sprintf("%s: no recovery within %v after the heal: %v", s.Kind, r.B.Recovery, err)})
+		res.Violations = append(res.Violations, Violation{3, fmt.Sprintf("%s: no recovery within %v after the heal: %v", s.Kind, bound, err)})
 		res.Violations = append(res.Violations, c.CheckExplained()...)
 		res.Violations = append(res.Violations, r.unexpectedExits()...)
 		r.saveLogs(fmt.Sprintf("step-%d", s.N))

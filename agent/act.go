@@ -633,6 +633,17 @@ func (a *Agent) checkDivergence(ctx context.Context, o *Observation, up backends
 	}
 	if !div.Diverged {
 		a.log.Debug("history contained in the leader's", "upstream", up.Name, "reason", div.Reason)
+		if o.Self.Kind == "mysql" && !o.Config.Paused && o.DB.ReceiverState == "stopped" {
+			// A PostgreSQL WAL receiver reconnects by itself; MySQL
+			// replication threads stay stopped (skip_slave_start after a
+			// restart that did not know the leader yet, an error, a hand).
+			// Found by the fault-injection suite: after a whole-cluster
+			// crash a replica stayed stopped under its leader for good.
+			fctx, cancel := context.WithTimeout(ctx, timeout)
+			err := a.db.Follow(fctx, &up)
+			cancel()
+			a.log.Info("replication was stopped under the leader: restarting it", "upstream", up.Name, "err", err)
+		}
 		return
 	}
 	a.log.Warn("history diverged from the leader", "upstream", up.Name, "reason", div.Reason, "discarded_bytes", div.Discarded)

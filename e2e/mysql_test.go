@@ -192,6 +192,17 @@ func TestMySQLFailoverMostAdvancedAndRejoin(t *testing.T) {
 	m2, m3 := c.Members[1], c.Members[2]
 	w := StartMyWriter(c.Members, 20*time.Millisecond, 1)
 	Eventually(t, 10*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 20 })
+	// Maintenance mode while m3's receiver is stopped by hand: otherwise
+	// its agent restarts it (rule 7), as it restarts any stopped receiver.
+	c.SetDynamic("paused", "true")
+	Eventually(t, 10*time.Second, "agents paused", func() bool {
+		for _, m := range c.Members {
+			if st := m.Status(); st == nil || !st.Paused {
+				return false
+			}
+		}
+		return true
+	})
 	if err := m3.Exec("STOP SLAVE IO_THREAD"); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +216,7 @@ func TestMySQLFailoverMostAdvancedAndRejoin(t *testing.T) {
 
 	killedAt := time.Now()
 	old.Crash()
+	c.SetDynamic("paused", "false")
 	w2 := StartMyWriter([]*MyMember{m2, m3}, 20*time.Millisecond, acked[len(acked)-1].ID+1)
 	defer w2.Stop()
 	var newLeader *MyMember
@@ -494,6 +506,34 @@ func TestMySQLDeposedPrimaryNeverWinsAfterTheNextFailure(t *testing.T) {
 		if h.NewLeader == newLeader.Name && h.Kind == "failover" && h.Forked.IsZero() {
 			t.Fatalf("%s's failover record has no forked_at: %+v", newLeader.Name, h)
 		}
+	}
+}
+
+// Replication stopped under the leader (STOP SLAVE by hand, or a replica
+// restarted with skip_slave_start before it knew the leader — found by the
+// fault-injection suite after a whole-cluster crash) does not restart by
+// itself on MySQL: the agent restarts it, and the replica catches up.
+// (In maintenance mode it would leave it alone: see
+// TestMySQLErrantRejoinRefused, which stops receivers while paused.)
+func TestMySQLStoppedReplicationRestarted(t *testing.T) {
+	t.Parallel()
+	c, leader := myBootstrap(t, Fast, nil)
+	r := c.Members[1]
+	if err := r.Exec("STOP SLAVE"); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Exec("INSERT INTO app.steward_test VALUES (3001, 'while stopped')"); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	Eventually(t, 20*time.Second, r.Name+" replicating again with the row written meanwhile", func() bool {
+		ss := r.SlaveStatus()
+		n, err := r.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = 3001")
+		return ss["Slave_IO_Running"] == "Yes" && ss["Slave_SQL_Running"] == "Yes" && err == nil && n == 1
+	})
+	t.Logf("replication restarted and caught up %v after STOP SLAVE", time.Since(stopped).Round(10*time.Millisecond))
+	if len(grepLines(r.Log(), "replication was stopped under the leader: restarting it")) == 0 {
+		t.Fatal("the agent log does not say it restarted replication")
 	}
 }
 

@@ -661,3 +661,48 @@ func TestUnreadableReplicationConfigIsReset(t *testing.T) {
 		t.Fatalf("replica has %d rows, the primary %d", n, want)
 	}
 }
+
+// A replica killed (kill -9) with a relay-log backlog, its applier running
+// (blocked by a table lock), restarts as a replica of the same primary:
+// the relay log is applied from where the applier was, then replication
+// restarts in GTID mode; every row arrives once.
+func TestReplicaCrashWithRelayBacklog(t *testing.T) {
+	t.Parallel()
+	dir := mytest.Dir(t)
+	p := bootstrapMember(t, dir, "p", 1)
+	r := cloneMember(t, dir, "r", 2, p)
+	insertRows(t, p, 300, "before")
+	waitCaughtUp(t, r, p, 30*time.Second)
+	// A relay-log backlog at the crash, the applier still running (blocked
+	// by a table lock), so that the restart applies the relay log from the
+	// position relay-log.info holds.
+	db := mytest.Open(r.addr(), "", "")
+	defer db.Close()
+	lock, err := db.Conn(tctx(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(tctx(t, 10*time.Second), "LOCK TABLES app.t WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, p, 50, "received")
+	target := mytest.QueryValue(t, p.addr(), "SELECT @@gtid_binlog_pos")
+	waitFor(t, 20*time.Second, "r received everything", func() (bool, string) {
+		ss := slaveStatus(t, r)
+		return ss["Gtid_IO_Pos"] == target, ss["Gtid_IO_Pos"]
+	})
+	mytest.Kill(r.srv.DataDir)
+	insertRows(t, p, 10, "after")
+	if err := r.b.Start(tctx(t, 60*time.Second), backends.RoleReplica, p.upPtr()); err != nil {
+		t.Fatalf("Start as a replica after a crash: %v", err)
+	}
+	waitStreaming(t, r, p, 30*time.Second)
+	waitCaughtUp(t, r, p, 30*time.Second)
+	if n, want := count(t, r, "SELECT COUNT(*) FROM app.t"), count(t, p, "SELECT COUNT(*) FROM app.t"); n != want {
+		t.Fatalf("replica has %d rows, the primary %d", n, want)
+	}
+	if ss := slaveStatus(t, r); ss["Slave_SQL_Running"] != "Yes" || ss["Using_Gtid"] != "Slave_Pos" {
+		t.Fatalf("replication after the restart: SQL %s, Using_Gtid %s, %s", ss["Slave_SQL_Running"], ss["Using_Gtid"], ss["Last_SQL_Error"])
+	}
+}

@@ -146,7 +146,7 @@ func (b *Backend) waitApplied(ctx context.Context, c querier, f Flavor, target s
 			return "", errors.New("replication was reset while the relay log was being applied")
 		}
 		if rs["Slave_SQL_Running"] != "Yes" {
-			return "", fmt.Errorf("the applier (SQL thread) stopped before the relay log was applied: error %s: %s", rs["Last_SQL_Errno"], orUnknown(rs["Last_SQL_Error"]))
+			return "", &applierStopped{errno: rs["Last_SQL_Errno"], msg: orUnknown(rs["Last_SQL_Error"])}
 		}
 		applied, err := appliedGTIDs(ctx, c, f)
 		if err != nil {
@@ -167,6 +167,18 @@ func (b *Backend) waitApplied(ctx context.Context, c querier, f Flavor, target s
 		last = applied
 	}
 }
+
+// applierStopped: the SQL thread stopped with an error while a relay log
+// was being applied.
+type applierStopped struct{ errno, msg string }
+
+func (e *applierStopped) Error() string {
+	return fmt.Sprintf("the applier (SQL thread) stopped before the relay log was applied: error %s: %s", e.errno, e.msg)
+}
+
+// erGTIDOutOfOrder (MariaDB 1950): gtid_strict_mode refused to apply a
+// transaction whose sequence number is behind what the server has.
+const erGTIDOutOfOrder = "1950"
 
 func orUnknown(s string) string {
 	if s == "" {
@@ -338,7 +350,25 @@ func (b *Backend) configureReplica(ctx context.Context, up backends.Upstream, st
 		if start && f.MariaDB && rs["Slave_IO_Running"] != "Yes" && rs["Slave_IO_Running"] != "Connecting" {
 			applied, _ := appliedGTIDs(ctx, c, f)
 			if relayBacklog(f, rs, applied) {
-				if err := b.applyRelayLog(ctx, c, f, rs); err != nil {
+				err := b.applyRelayLog(ctx, c, f, rs)
+				var as *applierStopped
+				if errors.As(err, &as) && as.errno == erGTIDOutOfOrder && uerr == nil && f.MariaDB {
+					// The relay log's stored position is behind what was
+					// applied (a crash can leave relay-log.info behind
+					// gtid_slave_pos, which is crash-safe), so the relay
+					// log replays transactions the server has, and strict
+					// mode refuses them. Found by the fault-injection suite
+					// (a replica's host crash): replication never restarted.
+					// The upstream answers and sent that relay log: restart
+					// in GTID mode from gtid_slave_pos, which fetches what
+					// was not applied again (START SLAVE drops the relay
+					// log). Nothing is applied twice or lost.
+					b.log.Warn("the relay log replays transactions already applied (its position is stale after a crash); restarting replication from gtid_slave_pos instead", "upstream", up.Name, "error", err)
+					if err = execAll(ctx, c, f.ReplicaThreadSQL(false, ""), f.GTIDModeSQL()); err != nil {
+						return fmt.Errorf("switching back to GTID positioning after a stale relay log: %w", err)
+					}
+				}
+				if err != nil {
 					return fmt.Errorf("applying the relay log received from %s before restarting replication: %w", up.Name, err)
 				}
 			}

@@ -171,7 +171,7 @@ type HistoryRecord struct {
 	// not contain were discarded by this change. Zero when the backend does
 	// not report it (PostgreSQL: the timeline history file has the switch
 	// point).
-	Forked backends.Position `json:"forked_at,omitzero"`
+	Forked    backends.Position `json:"forked_at,omitzero"`
 	Discarded int64             `json:"discarded_bytes,omitempty"`
 	Reason    string            `json:"reason"`
 	// Candidates lists every member considered and why each was rejected.

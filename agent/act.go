@@ -71,6 +71,9 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		a.logResult("repoint replica", err, "upstream", upName(d.Upstream))
 		a.mu.Lock()
 		a.mem.Diverged, a.mem.DivergedFrom, a.mem.RewindFailed, a.mem.RewindFailures = nil, "", "", 0
+		if o.DB.ApplierError != "" {
+			a.mem.ApplierRestartAt = a.now()
+		}
 		a.mu.Unlock()
 
 	case ActCheckDivergence:

@@ -115,6 +115,9 @@ type Memory struct {
 	// DivergenceCheckedAt: when the history was last compared with the
 	// leader's, and the leader's timeline then.
 	DivergenceCheckedAt time.Time
+	// ApplierRestartAt: when this replica last restarted an applier that
+	// an error had stopped (MySQL), to retry at most every few seconds.
+	ApplierRestartAt time.Time
 	DivergenceCheckedTL int64
 	// RewindFailed: the last rewind from DivergedFrom failed with this
 	// error; it is retried (RewindFailures so far) at RewindRetryAt, at most
@@ -428,6 +431,13 @@ func decide(o *Observation) Decision {
 				orDash(db.ReceiverState), now.Sub(o.Mem.DivergenceCheckedAt).Round(100*time.Millisecond)), Upstream: up}
 		}
 		return Decision{Action: ActCheckDivergence, Reason: fmt.Sprintf("not streaming from %s (receiver: %s): checking that our history is contained in the leader's", up.Name, orDash(db.ReceiverState)), Upstream: up}
+	}
+	if db.ApplierError != "" && !paused && (o.Mem.ApplierRestartAt.IsZero() || now.Sub(o.Mem.ApplierRestartAt) >= divergenceRecheck) {
+		// A MySQL applier stopped by an error (a full disk, a lock wait
+		// timeout) stays stopped after the cause is gone; found by the
+		// fault-injection suite (a replica's full disk). One stopped by
+		// hand has no error and is left alone.
+		return Decision{Action: ActFollow, Reason: fmt.Sprintf("streaming from %s but the applier stopped (%s): restarting it", up.Name, db.ApplierError), Upstream: up}
 	}
 	return Decision{Action: ActNone, Reason: fmt.Sprintf("replica streaming from %s", up.Name), Upstream: up}
 }

@@ -354,6 +354,17 @@ func TestDecide(t *testing.T) {
 			o.Self.Rewind, o.Self.Kind, o.Self.Reinit = false, "mysql", true
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "errant transactions"}, "a"
 		}, ActReinit, "(errant transactions): re-cloning, which discards them (mysql.reclone_on_divergence)"},
+		{"MySQL replica whose applier an error stopped: restart it", func(o *Observation) {
+			o.DB.ApplierError = "error 1114: The table 'chaos' is full"
+		}, ActFollow, "the applier stopped (error 1114"},
+		{"MySQL applier restarted less than 5 s ago: wait before the next try", func(o *Observation) {
+			o.DB.ApplierError = "error 1062: Duplicate entry"
+			o.Mem.ApplierRestartAt = t0.Add(-2 * time.Second)
+		}, ActNone, "streaming from a"},
+		{"paused: an applier stopped by an error is left alone (rule 7)", func(o *Observation) {
+			o.DB.ApplierError = "error 1062: Duplicate entry"
+			o.Config.Paused = true
+		}, ActNone, ""},
 		{"diverged replica whose rewind failed once: retry after the backoff", func(o *Observation) {
 			o.Mem.RewindFailed, o.Mem.RewindFailures, o.Mem.RewindRetryAt = "boom", 1, t0.Add(-time.Second)
 			o.Mem.Diverged, o.Mem.DivergedFrom = &backends.Divergence{Diverged: true, Reason: "forked"}, "a"

@@ -537,6 +537,38 @@ func TestMySQLStoppedReplicationRestarted(t *testing.T) {
 	}
 }
 
+// The applier stopped by an error (here a conflicting row; in the
+// fault-injection suite a full disk) does not restart by itself once the
+// cause is gone: the agent retries it every few seconds, and the replica
+// catches up as soon as the cause is removed.
+func TestMySQLApplierStoppedByAnErrorRestarted(t *testing.T) {
+	t.Parallel()
+	c, leader := myBootstrap(t, Fast, nil)
+	r := c.Members[1]
+	if err := r.Exec("SET SESSION sql_log_bin = 0", "INSERT INTO app.steward_test VALUES (4001, 'conflict')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Exec("INSERT INTO app.steward_test VALUES (4001, 'from the primary')"); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 20*time.Second, r.Name+"'s applier stopped by the duplicate key", func() bool {
+		return r.SlaveStatus()["Last_SQL_Errno"] == "1062"
+	})
+	Eventually(t, 20*time.Second, "the agent retried it", func() bool {
+		return len(grepLines(r.Log(), "the applier stopped (error 1062")) >= 2
+	})
+	if err := r.Exec("SET SESSION sql_log_bin = 0", "DELETE FROM app.steward_test WHERE id = 4001"); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	Eventually(t, 20*time.Second, r.Name+" applying again, with the primary's row", func() bool {
+		ss := r.SlaveStatus()
+		v, err := r.QueryString("SELECT member FROM app.steward_test WHERE id = 4001")
+		return ss["Slave_SQL_Running"] == "Yes" && err == nil && v == "from the primary"
+	})
+	t.Logf("applier running again %v after the conflicting row was removed", time.Since(removed).Round(10*time.Millisecond))
+}
+
 // A replica whose applier is stopped (SQL thread), lagging beyond
 // maximum_lag_on_failover, is never promoted: `list` says why before the
 // failure, the eligible replica takes over, the history records why the

@@ -318,6 +318,7 @@ func (b *Backend) fillReplica(st *backends.Status, s serverState, rs map[string]
 	}
 	if !sqlRunning {
 		if e := rs["Last_SQL_Error"]; e != "" {
+			st.ApplierError = fmt.Sprintf("error %s: %s", rs["Last_SQL_Errno"], e)
 			*notes = append(*notes, fmt.Sprintf("applier stopped by error %s: %s", rs["Last_SQL_Errno"], e))
 		} else {
 			*notes = append(*notes, "applier (SQL thread) stopped")

@@ -117,7 +117,7 @@ type Memory struct {
 	DivergenceCheckedAt time.Time
 	// ApplierRestartAt: when this replica last restarted an applier that
 	// an error had stopped (MySQL), to retry at most every few seconds.
-	ApplierRestartAt time.Time
+	ApplierRestartAt    time.Time
 	DivergenceCheckedTL int64
 	// RewindFailed: the last rewind from DivergedFrom failed with this
 	// error; it is retried (RewindFailures so far) at RewindRetryAt, at most

@@ -80,11 +80,11 @@ type Status struct {
 	Received Position `json:"received"` // replica only
 	Replayed Position `json:"replayed"` // replica only
 
-	ReplayPaused bool      `json:"replay_paused,omitempty"`
+	ReplayPaused bool `json:"replay_paused,omitempty"`
 	// ApplierError: MySQL, the error that stopped the replication applier
 	// (SQL thread); it does not restart by itself ("" when it runs or was
 	// stopped without an error, by hand).
-	ApplierError string `json:"applier_error,omitempty"`
+	ApplierError string    `json:"applier_error,omitempty"`
 	ReplayTime   time.Time `json:"replay_time,omitzero"` // commit time of the last replayed transaction
 	// Streaming: the WAL receiver (IO thread) is connected and receiving.
 	Streaming     bool   `json:"streaming"`

@@ -370,6 +370,20 @@ func (c *MyCluster) SetDynamic(key, value string) {
 	c.T.Fatalf("could not set %s=%s", key, value)
 }
 
+// Pause turns maintenance mode on and waits until every agent applies it.
+func (c *MyCluster) Pause() {
+	c.T.Helper()
+	c.SetDynamic("paused", "true")
+	Eventually(c.T, 10*time.Second, "agents paused", func() bool {
+		for _, m := range c.Members {
+			if st := m.Status(); st == nil || !st.Paused {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // WaitHealthy waits until one member is a writable leader and every other
 // running member streams from it with GTID replication. It returns the
 // leader.

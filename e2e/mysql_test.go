@@ -194,15 +194,7 @@ func TestMySQLFailoverMostAdvancedAndRejoin(t *testing.T) {
 	Eventually(t, 10*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 20 })
 	// Maintenance mode while m3's receiver is stopped by hand: otherwise
 	// its agent restarts it (rule 7), as it restarts any stopped receiver.
-	c.SetDynamic("paused", "true")
-	Eventually(t, 10*time.Second, "agents paused", func() bool {
-		for _, m := range c.Members {
-			if st := m.Status(); st == nil || !st.Paused {
-				return false
-			}
-		}
-		return true
-	})
+	c.Pause()
 	if err := m3.Exec("STOP SLAVE IO_THREAD"); err != nil {
 		t.Fatal(err)
 	}
@@ -306,15 +298,7 @@ func myErrantFormerPrimary(t *testing.T) (c *MyCluster, old, newLeader *MyMember
 	}
 	// Maintenance mode so that the agents leave replication alone while we
 	// cut it (rule 7); then commit rows only the old primary has.
-	c.SetDynamic("paused", "true")
-	Eventually(t, 10*time.Second, "agents paused", func() bool {
-		for _, m := range c.Members {
-			if st := m.Status(); st == nil || !st.Paused {
-				return false
-			}
-		}
-		return true
-	})
+	c.Pause()
 	for _, r := range replicas {
 		if err := r.Exec("STOP SLAVE IO_THREAD"); err != nil {
 			t.Fatal(err)

@@ -40,6 +40,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/stewardha/steward/backends/mysql/mytest"
 	"github.com/stewardha/steward/dcs"
 )
 
@@ -82,9 +83,8 @@ func (s Settings) dbPorts() (int, int) {
 	return pgPort, pgLocalPort
 }
 
-// myCnf is the member's my.cnf: the settings docs/mysql.md asks for (GTID
-// strict mode, binary log with replica updates, durable commits, read_only
-// and no replication at startup), small memory.
+// myCnf is the member's my.cnf: its paths, ports and identity, then the
+// settings every test member shares (mytest.ReplicationSettings).
 func myCnf(m *Member, serverID int) string {
 	return fmt.Sprintf(`[mariadbd]
 datadir=%[1]s
@@ -97,24 +97,8 @@ bind-address=127.0.0.1
 skip-name-resolve
 server_id=%[4]d
 report_host=%[5]s
-log_bin=%[1]s/binlog
-relay_log=%[1]s/relay-bin
-binlog_format=ROW
-log_slave_updates=ON
-gtid_domain_id=0
-gtid_strict_mode=ON
-sync_binlog=1
-innodb_flush_log_at_trx_commit=1
-read_only=ON
-skip_slave_start=ON
-slave_net_timeout=10
-innodb_buffer_pool_size=32M
-innodb_log_file_size=16M
-innodb_buffer_pool_dump_at_shutdown=OFF
-innodb_buffer_pool_load_at_startup=OFF
-performance_schema=OFF
 max_connections=80
-`, m.DataDir, m.Mount, myLocalPort, serverID, m.Name)
+`, m.DataDir, m.Mount, myLocalPort, serverID, m.Name) + mytest.ReplicationSettings(m.DataDir)
 }
 
 // myInitMember writes the member's my.cnf and initializes its data

@@ -161,7 +161,19 @@ skip-name-resolve
 server_id=%[6]d
 report_host=%[3]s
 report_port=%[5]d
-log_bin=%[1]s/binlog
+max_connections=60
+`, s.DataDir, s.Dir, s.Name, s.ErrorLog(), s.Port, s.ServerID)
+	b.WriteString(ReplicationSettings(s.DataDir))
+	return b.String()
+}
+
+// ReplicationSettings are the my.cnf lines of a test member besides its
+// paths, port and identity: what docs/mysql.md asks for (GTID strict mode,
+// binary log with replica updates, durable commits, read_only and no
+// replication at startup) and small memory. The binary and relay logs go
+// in dataDir. Shared with the fault-injection suite's members.
+func ReplicationSettings(dataDir string) string {
+	return fmt.Sprintf(`log_bin=%[1]s/binlog
 relay_log=%[1]s/relay-bin
 binlog_format=ROW
 log_slave_updates=ON
@@ -177,9 +189,7 @@ innodb_log_file_size=16M
 innodb_buffer_pool_dump_at_shutdown=OFF
 innodb_buffer_pool_load_at_startup=OFF
 performance_schema=OFF
-max_connections=60
-`, s.DataDir, s.Dir, s.Name, s.ErrorLog(), s.Port, s.ServerID)
-	return b.String()
+`, dataDir)
 }
 
 // setupSQL creates steward's account and an application account at

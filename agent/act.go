@@ -22,6 +22,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		// first learns its role (on_start); later calls change nothing.
 		a.roleChanged(string(backends.RoleReplica))
 		a.replicaChores(ctx, o)
+		a.ackChores(ctx, o)
 		return
 
 	case ActWait, ActStayDown:

@@ -130,6 +130,7 @@ type Agent struct {
 	historyTerm        int64
 	configVersion      int64
 	lastSyncLog        string          // the last synchronous-replication step logged (a.mu)
+	ackRestartAt       time.Time       // when ackChores last changed this replica's acknowledgements (loop goroutine)
 	warned             map[string]bool // one-time warnings given (a.mu)
 }
 
@@ -571,10 +572,16 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 	if a.job != nil {
 		job = &JobInfo{Kind: a.job.kind, Since: a.job.since}
 	}
+	_, oneAck := ackReplicator(a.db)
+	if oneAck && dbs.Writable {
+		// What a semi-synchronous primary waits for is decided by its
+		// replicas: see ack.go.
+		dbs.Sync, dbs.Replicas = ackView(dbs, cl, a.opts.Self.Name)
+	}
 	return &Observation{
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,
 		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem, Tags: a.opts.Tags, NoLB: a.opts.NoLB,
-		FencingMode: a.opts.FencingMode,
+		FencingMode: a.opts.FencingMode, OneAck: oneAck,
 		Lag:         a.db.Lag, Compare: a.db.Compare, SinceFork: sinceFork(a.db),
 	}
 }

@@ -199,6 +199,10 @@ type Observation struct {
 	// SinceFork (nil: the backend has none) says why a position cannot be
 	// promoted after the promotion that forked at fork (ForkReporter).
 	SinceFork func(pos, fork backends.Position) string
+	// OneAck: synchronous replication where the database waits for one
+	// acknowledgement from replicas that decide themselves whether they
+	// acknowledge (MariaDB semi-sync, ack.go).
+	OneAck bool
 }
 
 // needsPeers reports whether this loop must probe the other members before

@@ -200,6 +200,7 @@ func (a *Agent) memberRecord(o *Observation, d Decision) dcs.Member {
 		m.LagBytes = 0
 	}
 	m.Sync = memberSyncState(o.Cluster, m.Name, m.Role == dcs.RoleReplica)
+	m.SemiSync = semiSyncReport(o)
 	m.State, m.Reason = memberState(o, d)
 	m.Eligible, m.IneligibleReason = readiness(o)
 	if l := o.Cluster; l == nil || l.Leader == nil || l.Leader.Name != o.Self.Name {

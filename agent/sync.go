@@ -216,6 +216,10 @@ type syncInput struct {
 	Members  map[string]dcs.Member
 	Applied  *SyncApplied // nil: no flushed position known for DB
 	Compare  func(a, b backends.Position) int
+	// OneAck: the database waits for one acknowledgement from replicas
+	// that decide themselves whether they acknowledge (ack.go): every
+	// target is ANY 1 of a sorted list, and at most one standby is needed.
+	OneAck bool
 	// SyncWait is how long the oldest commit has waited for the standbys;
 	// StallAfter the bound (retry_timeout) past which a standby that has
 	// not replied for as long is stalled (see stalled).
@@ -251,7 +255,7 @@ func (in syncInput) stallNote() string {
 func syncInputOf(o *Observation) syncInput {
 	in := syncInput{Me: o.Self.Name, Mode: o.Config.SynchronousMode, N: o.Config.SynchronousNodeCount,
 		DB: o.DB.Sync, Replicas: o.DB.Replicas, Compare: o.compare,
-		SyncWait: o.DB.SyncWait, StallAfter: o.Config.RetryTimeout.D()}
+		SyncWait: o.DB.SyncWait, StallAfter: o.Config.RetryTimeout.D(), OneAck: o.OneAck}
 	if o.Cluster != nil {
 		in.Sync, in.SyncErr, in.Members = o.Cluster.Sync, o.Cluster.SyncError, o.Cluster.Members
 	}
@@ -352,6 +356,9 @@ func available(in syncInput, v []string) []string {
 func syncTarget(in syncInput, v []string) backends.SyncConfig {
 	n := max(in.N, 1)
 	avail := available(in, v)
+	if in.OneAck {
+		return oneAckTarget(in, avail)
+	}
 	switch in.Mode {
 	case SyncOn:
 		k := min(n, len(avail))
@@ -389,6 +396,40 @@ func syncTarget(in syncInput, v []string) backends.SyncConfig {
 		names := append([]string(nil), avail...)
 		sort.Strings(names)
 		return backends.SyncConfig{Method: backends.SyncAny, Num: min(n, len(names)), Names: names}
+	}
+	return backends.SyncConfig{}
+}
+
+// oneAckTarget is syncTarget when the database waits for one
+// acknowledgement from any of its acknowledgers (synchronous_node_count is
+// capped at 1): on, one available standby (else asynchronous); strict, one
+// available standby, else the one it waited for, else none that exists;
+// quorum, every available standby.
+func oneAckTarget(in syncInput, avail []string) backends.SyncConfig {
+	one := func(names ...string) backends.SyncConfig {
+		names = slices.Clone(names)
+		sort.Strings(names)
+		return backends.SyncConfig{Method: backends.SyncAny, Num: 1, Names: names}
+	}
+	switch in.Mode {
+	case SyncOn:
+		if len(avail) > 0 {
+			return one(avail[0])
+		}
+	case SyncStrict:
+		if len(avail) > 0 {
+			return one(avail[0])
+		}
+		for _, d := range in.DB.Names {
+			if m, ok := in.Members[d]; ok && !m.NoSync && d != in.Me {
+				return one(d)
+			}
+		}
+		return one(NoStandbyName)
+	case SyncQuorum:
+		if len(avail) > 0 {
+			return one(avail...)
+		}
 	}
 	return backends.SyncConfig{}
 }
@@ -546,7 +587,21 @@ func prePromoteSync(o *Observation) (dcs.SyncState, backends.SyncConfig, bool) {
 	st := dcs.SyncState{Leader: o.Self.Name, Mode: mode, Members: []string{}}
 	var db backends.SyncConfig
 	if mode == SyncStrict {
-		db = syncTarget(syncInput{Me: o.Self.Name, Mode: mode, N: o.Config.SynchronousNodeCount}, nil)
+		db = syncTarget(syncInput{Me: o.Self.Name, Mode: mode, N: o.Config.SynchronousNodeCount, OneAck: o.OneAck}, nil)
+	}
+	if o.OneAck {
+		// The replicas that acknowledged the former leader stop: a new
+		// list of the next epoch (the strict placeholder, or nobody).
+		var cur *dcs.Versioned[dcs.SyncState]
+		curErr := ""
+		if o.Cluster != nil {
+			cur, curErr = o.Cluster.Sync, o.Cluster.SyncError
+		}
+		st = withAcks(st, cur, curErr, o.Self.Name)
+		if cur != nil && curErr == "" && cur.Value.Leader == o.Self.Name {
+			st.AckEpoch++
+		}
+		st.Acknowledgers = ackList(db)
 	}
 	return st, db, true
 }
@@ -568,16 +623,26 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 		return
 	}
 	sr, ok := a.db.(SyncReplicator)
+	why := "not supported by the " + a.db.Kind() + " backend"
+	if ar, isAck := a.db.(AckReplicator); isAck {
+		if w := ar.SyncUnsupported(); w != "" {
+			ok, why = false, w
+		}
+	}
 	if !ok {
-		a.warnOnce("sync-unsupported", "synchronous_mode "+o.Config.SynchronousMode+" is not supported by the "+a.db.Kind()+" backend: replication stays asynchronous")
+		a.warnOnce("sync-unsupported", "synchronous_mode "+o.Config.SynchronousMode+": "+why+": replication stays asynchronous")
 		return
 	}
 	in := syncInputOf(o)
+	if in.OneAck && in.N > 1 {
+		a.warnOnce("sync-one-ack", fmt.Sprintf("synchronous_node_count %d: a MariaDB primary waits for one acknowledgement (any of its semi-synchronous replicas); steward keeps 1", in.N))
+	}
+	var lastSet *backends.SyncConfig // OneAck: the configuration set in this loop
 	budget := o.Config.RetryTimeout.D()
 	deadline := a.now().Add(budget)
 	step := *first
 	changedDB := false
-	for i := 0; i < maxSyncSteps; i++ {
+	for i := 0; i < maxSyncSteps || (in.OneAck && changedDB && a.now().Before(deadline)); i++ {
 		switch step.Kind {
 		case syncNone:
 			return
@@ -592,6 +657,9 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 			case <-time.After(50 * time.Millisecond):
 			}
 		case syncWriteDCS:
+			if in.OneAck {
+				step.DCS = withAcks(step.DCS, in.Sync, in.SyncErr, a.name)
+			}
 			a.logSync(step, 0)
 			ver := int64(0)
 			if in.Sync != nil {
@@ -624,21 +692,58 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 
 				}
 			}
-			sctx, cancel := context.WithTimeout(ctx, budget+2*time.Second)
-			flush, err := sr.SetSync(sctx, step.DB)
-			cancel()
-			if err != nil {
-				a.log.Error("changing the database's synchronous standbys failed; the next loop tries again", "err", err, "want", step.DB.String())
-				return
+			apply, poll := step.DB, false
+			if in.OneAck {
+				var ok bool
+				if apply, poll, ok = a.oneAckApply(ctx, o, &in, step.DB, lastSet, budget); !ok {
+					return
+				}
+				if poll {
+					if !a.now().Before(deadline) {
+						a.logSync(syncStep{Kind: syncWait, Reason: fmt.Sprintf("the database is to wait for %s; it may still wait for %s: the replicas taken off the list have yet to report their acknowledgements off, or none listed acknowledges yet", step.DB, in.DB)}, slogDebugIfSame)
+						return
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
 			}
-			in.DB = step.DB
-			in.Applied = &SyncApplied{Config: step.DB, Flush: flush, Term: o.Lead.Term}
-			a.mu.Lock()
-			a.mem.SyncApplied = in.Applied
-			a.mu.Unlock()
+			if !poll {
+				sctx, cancel := context.WithTimeout(ctx, budget+2*time.Second)
+				flush, err := sr.SetSync(sctx, apply)
+				cancel()
+				if err != nil {
+					a.log.Error("changing the database's synchronous standbys failed; the next loop tries again", "err", err, "want", apply.String())
+					return
+				}
+				applied := &SyncApplied{Config: step.DB, Flush: flush, Term: o.Lead.Term}
+				if in.OneAck {
+					// In effect only if nobody else could acknowledge when
+					// the position was read: the set observed before the
+					// change equals the target.
+					if !in.DB.Equal(step.DB) || !apply.Equal(step.DB) {
+						applied = nil
+					}
+					lastSet = &apply
+				} else {
+					in.DB = step.DB
+				}
+				in.Applied = applied
+				a.mu.Lock()
+				a.mem.SyncApplied = in.Applied
+				a.mu.Unlock()
+			}
 			changedDB = true
 		}
-		if changedDB {
+		if changedDB && in.OneAck {
+			// The acknowledgers report in their member keys: read the
+			// DCS again with the database.
+			if !a.reobserveAcks(ctx, o, &in, budget) {
+				return
+			}
+		} else if changedDB {
 			// Fresh replication state for the confirmation.
 			octx, cancel := context.WithTimeout(ctx, budget)
 			st := a.db.Observe(octx)
@@ -699,8 +804,11 @@ func (a *Agent) prePromoteSync(ctx context.Context, o *Observation, cur *dcs.Clu
 	po.Cluster = cur
 	st, db, ok := prePromoteSync(&po)
 	sr, can := a.db.(SyncReplicator)
+	if ar, isAck := a.db.(AckReplicator); isAck && ar.SyncUnsupported() != "" {
+		can = false // MySQL 8: replication stays asynchronous (manageSync says why)
+	}
 	if !ok || !can {
-		// A backend without synchronous replication (MySQL for now)
+		// A backend without synchronous replication (MySQL 8 for now)
 		// never promised anything: recording a sync set would only stop
 		// every later failover.
 		return true

@@ -110,9 +110,26 @@ type Status struct {
 	// commit, as the running server has it configured (primary side; for
 	// PostgreSQL synchronous_standby_names). Zero: asynchronous.
 	Sync SyncConfig `json:"sync,omitzero"`
+	// SemiSync: MySQL/MariaDB semi-synchronous replication as the server
+	// has it (nil: not read, or not MariaDB).
+	SemiSync *SemiSync `json:"semi_sync,omitempty"`
 	// SyncWait: how long the longest-waiting commit has waited so far for
 	// the synchronous standbys to confirm it (0: none waits).
 	SyncWait time.Duration `json:"sync_wait,omitempty"`
+}
+
+// SemiSync is a MariaDB server's semi-synchronous replication state.
+type SemiSync struct {
+	// Primary side: rpl_semi_sync_master_enabled, Rpl_semi_sync_master_clients
+	// (replicas connected as acknowledgers) and
+	// Rpl_semi_sync_master_wait_sessions (commits waiting for one).
+	MasterEnabled bool `json:"master_enabled"`
+	Clients       int  `json:"clients,omitempty"`
+	WaitSessions  int  `json:"wait_sessions,omitempty"`
+	// Replica side: rpl_semi_sync_slave_enabled (takes effect when the IO
+	// thread connects) and Rpl_semi_sync_slave_status (acknowledging now).
+	SlaveEnabled bool `json:"slave_enabled"`
+	SlaveActive  bool `json:"slave_active,omitempty"`
 }
 
 // Synchronous replication methods (SyncConfig.Method).

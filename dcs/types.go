@@ -62,6 +62,10 @@ type Member struct {
 	CannotPromote []string `json:"cannot_promote,omitempty"`
 
 	Sync           string            `json:"sync_state,omitempty"` // sync | quorum | async, for replicas
+	// SemiSync: a MySQL/MariaDB replica's semi-synchronous acknowledger
+	// state (nil: not reported; the leader then assumes it may acknowledge
+	// while it is connected).
+	SemiSync *SemiSyncReport `json:"semi_sync,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
 	NoFailover     bool              `json:"nofailover,omitempty"`
 	NoLoadBalance  bool              `json:"noloadbalance,omitempty"`
@@ -74,6 +78,19 @@ type Member struct {
 	DBVersion string    `json:"db_version,omitempty"` // e.g. "15.18"
 	SystemID  string    `json:"system_id,omitempty"`  // PostgreSQL system identifier / MySQL server uuid
 	Heartbeat time.Time `json:"heartbeat"`            // wall-clock time of the last write; informational only
+}
+
+// SemiSyncReport is what a MySQL/MariaDB replica says about its
+// acknowledgements, as observed in its loop after it read the sync key of
+// epoch Epoch (SyncState.AckEpoch).
+type SemiSyncReport struct {
+	// Acking: rpl_semi_sync_slave_enabled or Rpl_semi_sync_slave_status is
+	// on: the server acknowledges, or will once its IO thread connects.
+	Acking bool `json:"acking"`
+	// Active: Rpl_semi_sync_slave_status is on (connected as a
+	// semi-synchronous replica).
+	Active bool  `json:"active,omitempty"`
+	Epoch  int64 `json:"epoch"`
 }
 
 // Status is written by the leader every loop in which its position changed:
@@ -128,6 +145,16 @@ type SyncState struct {
 	// "off" (or a missing key) means the leader acknowledges commits
 	// without waiting for standbys and the rules above do not apply.
 	Mode string `json:"mode,omitempty"`
+	// Acknowledgers (MySQL/MariaDB semi-synchronous replication) are the
+	// replicas the leader allows to acknowledge commits: a replica's agent
+	// turns rpl_semi_sync_slave_enabled on only while it is listed here, and
+	// off otherwise. The primary waits for one acknowledgement from any of
+	// them; Members never counts a replica that is not listed or that has
+	// not yet reported its flag off (agent/ack.go). AckEpoch grows by one
+	// every time Acknowledgers changes (and with every new leader), so that
+	// a replica's report names the list it acted on.
+	Acknowledgers []string `json:"acknowledgers,omitempty"`
+	AckEpoch      int64    `json:"ack_epoch,omitempty"`
 }
 
 // Active reports whether the sync rules restrict promotion.

@@ -145,6 +145,9 @@ func (b *Backend) bootstrap(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := b.applySemiSync(ctx, c, f); err != nil {
+		return "", err
+	}
 	if err := execAll(ctx, c, f.ReadOnlySQL(false)...); err != nil {
 		return "", err
 	}
@@ -446,6 +449,9 @@ func (b *Backend) promote(ctx context.Context) error {
 	// it forked from the former one (ForkPosition).
 	pre, err := readServerState(ctx, c)
 	if err != nil {
+		return err
+	}
+	if err := b.applySemiSync(ctx, c, f); err != nil {
 		return err
 	}
 	if err := execAll(ctx, c, f.ReadOnlySQL(false)...); err != nil {
@@ -758,9 +764,12 @@ func (b *Backend) EnsureSlots(context.Context, []string) error { return nil }
 // or read-only server would be an errant transaction there. A read-only
 // server is an error. (A fence landing between that check and the commit
 // could still let one heartbeat through; FenceWrites also ends the
-// session.) With semi-synchronous replication (not configured by steward
-// yet) the commit would wait for a replica's acknowledgement up to
-// rpl_semi_sync_master_timeout: the deadline then bounds that too.
+// session.) With semi-synchronous replication the heartbeat is written
+// without the binary log while commits wait for an acknowledgement (or no
+// acknowledger is connected): max_statement_time does not end a statement
+// waiting for one, and the heartbeat must not wait for a standby (strict
+// mode waits for one by design; PostgreSQL's heartbeat uses
+// synchronous_commit local for the same reason).
 func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 	timeout := b.opts.QueryTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -781,7 +790,14 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 			" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
 		var res sql.Result
 		if f.MariaDB {
-			res, err = c.ExecContext(ctx, fmt.Sprintf("SET STATEMENT innodb_lock_wait_timeout = %d, max_statement_time = %d FOR ", secs, secs)+ins, member)
+			// A commit already waiting for a semi-synchronous
+			// acknowledgement: the heartbeat is not binary-logged, so it
+			// does not wait too (semisync.go).
+			noBinlog := ""
+			if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled && (ss.WaitSessions > 0 || ss.Clients == 0) {
+				noBinlog = "sql_log_bin = 0, "
+			}
+			res, err = c.ExecContext(ctx, fmt.Sprintf("SET STATEMENT %sinnodb_lock_wait_timeout = %d, max_statement_time = %d FOR ", noBinlog, secs, secs)+ins, member)
 		} else {
 			defer closeDiscard(c) // the session setting must not outlive this statement
 			if _, err := c.ExecContext(ctx, fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", secs)); err != nil {

@@ -221,6 +221,11 @@ func (b *Backend) Observe(ctx context.Context) (st backends.Status) {
 	}
 	st.State = backends.StateRunning
 	st.SystemID = id
+	if s.flavor.MariaDB {
+		if ss, err := readSemiSync(ctx, b.db); err == nil {
+			st.SemiSync = ss
+		}
+	}
 	st.Writable = s.writable()
 	st.InRecovery = !st.Writable
 	var notes []string

@@ -104,6 +104,7 @@ type Backend struct {
 	forkedAt    backends.Position // GTID history when the last promotion made the server writable
 	childPID    int               // a foreground server process started by Start, while alive
 	stoppedPos  backends.Position // where the history ended at the last clean stop (zero: unknown)
+	semiSync    *semiSyncDecision // SetSync's last decision (semisync.go), nil: unknown yet
 
 	// op is the long operation in progress (bootstrap, clone, wipe), for
 	// Observe; nil when none.

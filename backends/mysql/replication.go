@@ -332,6 +332,20 @@ func (b *Backend) configureReplica(ctx context.Context, up backends.Upstream, st
 	if local.writable() {
 		return errors.New("the server is writable (a primary): it must be demoted (made read-only) before it follows another member")
 	}
+	if f.MariaDB {
+		// A former semi-synchronous primary stops waiting for
+		// acknowledgements, but never while a commit waits for one:
+		// releasing it would acknowledge a write no replica has
+		// (fencing and demotion end the client sessions first).
+		if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled && ss.WaitSessions == 0 {
+			if err := b.saveSemiSync(semiSyncDecision{At: time.Now().UTC()}); err != nil {
+				return err
+			}
+			if err := execAll(ctx, c, masterSemiSyncSQL(false)...); err != nil {
+				return err
+			}
+		}
+	}
 	uctx, cancel := b.queryCtx(ctx)
 	upState, uerr := b.upstreamHistory(uctx, up)
 	cancel()

@@ -399,11 +399,41 @@ func (d *demo) waitFor(ctx context.Context, within time.Duration, cond func(*dcs
 	return false
 }
 
-func (d *demo) abort(ctx context.Context, msg string) error {
+func (d *demo) abort(ctx context.Context, msg string, members ...string) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	// Say why before the directory goes away: the cluster as the DCS
+	// shows it (each member's state and reason) and the end of the logs of
+	// the members concerned.
+	d.printTable()
+	for _, name := range members {
+		logs := []string{filepath.Join(d.dir, name+".agent.log")}
+		for _, c := range d.cfgs {
+			if c.Name == name && c.MySQL != nil {
+				logs = append(logs, filepath.Join(d.dir, name, "mariadbd.err"))
+			}
+		}
+		for _, f := range logs {
+			if tail := tailLines(f, 25); tail != "" {
+				fmt.Fprintf(d.e.stdout, "--- last lines of %s:\n%s\n", f, tail)
+			}
+		}
+	}
 	return fmt.Errorf("%s; see the member logs in %s (run with --keep to inspect them)", msg, d.dir)
+}
+
+// tailLines returns the last n lines of a file ("" when it cannot be read).
+func tailLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (d *demo) printTable() {
@@ -462,7 +492,7 @@ func (d *demo) failover(ctx context.Context) error {
 	d.say("  %s  %s is down; its leader key lives until its lease expires (ttl %v after the last renewal)", at(), old, d.o.ttl)
 	var newLeader string
 	if !d.waitFor(ctx, d.o.ttl+30*time.Second, func(cl *dcs.Cluster) bool { return cl.Leader == nil || cl.Leader.Term != oldTerm }) {
-		return d.abort(ctx, "the old leader key did not expire")
+		return d.abort(ctx, "the old leader key did not expire", old)
 	}
 	d.say("  %s  detected: the leader key of %s expired", at(), old)
 	if !d.waitFor(ctx, 30*time.Second, func(cl *dcs.Cluster) bool {
@@ -521,7 +551,7 @@ func (d *demo) failover(ctx context.Context) error {
 		m, ok := cl.Members[old]
 		return ok && m.State == "streaming" && m.Following == newLeader
 	}) {
-		return d.abort(ctx, old+" did not rejoin within 60s")
+		return d.abort(ctx, old+" did not rejoin within 60s", old)
 	}
 	d.say("  %s  rejoined: %s streams from %s", at(), old, newLeader)
 	d.printTable()

@@ -48,6 +48,10 @@ type AckReplicator interface {
 	// SetAcknowledger turns this replica's acknowledgements on or off, in
 	// effect when it returns, and returns the state read after it.
 	SetAcknowledger(ctx context.Context, on bool) (*backends.SemiSync, error)
+	// ReleaseWaiters ends the wait of the commits waiting for an
+	// acknowledgement when held (an acknowledger's received position)
+	// contains all the primary has written, and says how many it released.
+	ReleaseWaiters(ctx context.Context, held backends.Position) (int, error)
 }
 
 // UnknownAcknowledger stands for a connection the primary counts as an
@@ -326,4 +330,40 @@ func ackActive(replicas []backends.ReplicaConn, cfg backends.SyncConfig) bool {
 		}
 	}
 	return false
+}
+
+// releaseStuckWaiters: a semi-synchronous primary whose commits wait while
+// a listed acknowledger, connected and acknowledging, already received
+// everything it wrote. MariaDB never releases such a commit (the
+// acknowledger got it before it acknowledged anything, e.g. while it was an
+// asynchronous replica, and does not acknowledge it again), and every later
+// commit queues behind it: the backend ends the wait, which is as safe as
+// the acknowledgement it stands for.
+func (a *Agent) releaseStuckWaiters(ctx context.Context, o *Observation) {
+	ar, ok := ackReplicator(a.db)
+	ss := o.DB.SemiSync
+	if !ok || !o.OneAck || ss == nil || !ss.MasterEnabled || ss.WaitSessions == 0 || o.Cluster == nil || o.Cluster.Sync == nil || o.Cluster.SyncError != "" {
+		return
+	}
+	key := o.Cluster.Sync.Value
+	if key.Leader != a.name {
+		return
+	}
+	for _, r := range o.DB.Replicas {
+		if r.SyncState != "sync" || !slices.Contains(key.Acknowledgers, r.Name) || r.Flushed.IsZero() {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, o.Config.RetryTimeout.D())
+		n, err := ar.ReleaseWaiters(rctx, r.Flushed)
+		cancel()
+		if err != nil {
+			a.log.Warn("checking the commits waiting for an acknowledgement failed", "err", err, "acknowledger", r.Name)
+			continue
+		}
+		if n > 0 {
+			a.log.Info("decision", "action", "sync", "step", "release-waiters", "sessions", n, "acknowledger", r.Name,
+				"reason", "commits waited for an acknowledgement of transactions the acknowledger "+r.Name+" already received ("+r.Flushed.String()+"), which MariaDB never sends: their wait is ended")
+			return
+		}
+	}
 }

@@ -140,6 +140,7 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 
 	case ActLead:
 		a.leaderChores(ctx, o)
+		a.releaseStuckWaiters(ctx, o)
 		a.manageSync(ctx, o, d.Sync)
 	}
 }

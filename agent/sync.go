@@ -420,10 +420,13 @@ func oneAckTarget(in syncInput, avail []string) backends.SyncConfig {
 		if len(avail) > 0 {
 			return one(avail[0])
 		}
+		// Keep waiting for a standby that went away (its member key may
+		// have expired with its agent), never fall back.
 		for _, d := range in.DB.Names {
-			if m, ok := in.Members[d]; ok && !m.NoSync && d != in.Me {
-				return one(d)
+			if m, ok := in.Members[d]; (ok && m.NoSync) || d == in.Me || isPlaceholder(d) || d == UnknownAcknowledger {
+				continue
 			}
+			return one(d)
 		}
 		return one(NoStandbyName)
 	case SyncQuorum:

@@ -790,12 +790,14 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 			" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
 		var res sql.Result
 		if f.MariaDB {
-			// A commit already waiting for a semi-synchronous
-			// acknowledgement: the heartbeat is not binary-logged, so it
-			// does not wait too (semisync.go).
+			// Semi-synchronous: the health commit is not binary-logged,
+			// so that it never waits for an acknowledgement (semisync.go);
+			// the replicated row that gives replicas their replay time is
+			// written apart (replayBeat).
 			noBinlog := ""
-			if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled && (ss.WaitSessions > 0 || ss.Clients == 0) {
+			if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled {
 				noBinlog = "sql_log_bin = 0, "
+				b.replayBeat(member, guard)
 			}
 			res, err = c.ExecContext(ctx, fmt.Sprintf("SET STATEMENT %sinnodb_lock_wait_timeout = %d, max_statement_time = %d FOR ", noBinlog, secs, secs)+ins, member)
 		} else {
@@ -820,6 +822,29 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 	}
 	b.log.Debug("heartbeat committed", "member", member)
 	return nil
+}
+
+// replayBeat commits the replicated heartbeat row of a semi-synchronous
+// primary (member + "/replay") in the background, one at a time: its commit
+// waits for an acknowledgement, for as long as strict mode waits for a
+// standby, and the health check must not. Replicas read the newest row of
+// steward.heartbeat as their replay time.
+func (b *Backend) replayBeat(member, guard string) {
+	if !b.replayBeatBusy.CompareAndSwap(false, true) {
+		return
+	}
+	b.bg.Add(1)
+	go func() {
+		defer b.bg.Done()
+		defer b.replayBeatBusy.Store(false)
+		ctx, cancel := context.WithTimeout(b.closeCtx, 10*time.Minute)
+		defer cancel()
+		ins := "INSERT INTO steward.heartbeat (member, ts, n) SELECT ?, UTC_TIMESTAMP(6), 1 FROM DUAL WHERE " + guard +
+			" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
+		if _, err := b.db.ExecContext(ctx, ins, member+"/replay"); err != nil {
+			b.log.Debug("replicated heartbeat not committed", "error", err)
+		}
+	}()
 }
 
 // Demote makes the running writable server a read-only replica without a

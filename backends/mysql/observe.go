@@ -32,7 +32,7 @@ type serverState struct {
 	binlogPos  string // MariaDB gtid_binlog_pos
 	slavePos   string // MariaDB gtid_slave_pos
 	currentPos string // MariaDB gtid_current_pos
-	binlogFile string // SHOW MASTER STATUS
+	binlogFile string // MariaDB Binlog_snapshot_file, else SHOW MASTER STATUS
 	binlogOff  uint64
 }
 
@@ -95,7 +95,27 @@ func readServerState(ctx context.Context, q querier) (serverState, error) {
 		}
 		s.history = set.String()
 	}
-	if s.logBin {
+	if s.logBin && f.MariaDB {
+		// SHOW MASTER STATUS waits for LOCK_log, which a group of commits
+		// waiting for a semi-synchronous acknowledgement holds (found by
+		// hand with 10.11: it hung the primary's Observe until the
+		// acknowledger came back, and piled up sessions). The position of
+		// the last commit written to the binary log is a status variable
+		// that never waits.
+		rows, err := queryRows(ctx, q, "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('BINLOG_SNAPSHOT_FILE', 'BINLOG_SNAPSHOT_POSITION')")
+		if err != nil {
+			return s, fmt.Errorf("reading the binary log position: %w", err)
+		}
+		for _, r := range rows {
+			switch r["name"] {
+			case "BINLOG_SNAPSHOT_FILE":
+				s.binlogFile = r["value"]
+			case "BINLOG_SNAPSHOT_POSITION":
+				s.binlogOff = atoi(r["value"])
+			}
+		}
+	}
+	if s.logBin && (s.binlogFile == "" || s.binlogOff == 0) {
 		bs, found, err := queryRow(ctx, q, f.BinlogStatusSQL())
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", f.BinlogStatusSQL(), err)

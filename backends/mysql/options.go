@@ -106,6 +106,8 @@ type Backend struct {
 	stoppedPos  backends.Position // where the history ended at the last clean stop (zero: unknown)
 	semiSync    *semiSyncDecision // SetSync's last decision (semisync.go), nil: unknown yet
 
+	replayBeatBusy atomic.Bool // a replicated heartbeat waits for its commit (replayBeat)
+
 	// op is the long operation in progress (bootstrap, clone, wipe), for
 	// Observe; nil when none.
 	op atomic.Pointer[operation]

@@ -245,3 +245,54 @@ func readSemiSync(ctx context.Context, q querier) (*backends.SemiSync, error) {
 	}
 	return s, nil
 }
+
+// waitingForAckState is the PROCESSLIST state of a commit waiting for a
+// semi-synchronous acknowledgement.
+const waitingForAckState = "Waiting for semi-sync ACK from slave"
+
+// ReleaseWaiters ends the wait of the commits waiting for an
+// acknowledgement, but only when held (an acknowledger's received
+// position) contains the server's whole GTID history, read here: then every
+// waiting commit is on that acknowledger already, as if it had
+// acknowledged it. It returns how many sessions it released.
+//
+// Why (found by hand with 10.11): a replica that received a transaction
+// before it became an acknowledger (or just before it reconnected) never
+// acknowledges it; the commit waits forever and, holding the binary log
+// lock, makes every later commit wait behind it. KILL QUERY of the waiting
+// session ends the wait and its client receives OK — which is why the
+// position check comes first: it makes that OK true.
+func (b *Backend) ReleaseWaiters(ctx context.Context, held backends.Position) (int, error) {
+	c, f, err := b.session(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if !f.MariaDB {
+		return 0, errors.New(b.SyncUnsupported())
+	}
+	rows, err := queryRows(ctx, c, "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE STATE = ?", waitingForAckState)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	s, err := readServerState(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	have, err1 := ParseMariaState(held.GTID)
+	mine, err2 := ParseMariaState(s.history)
+	if err1 != nil || err2 != nil || held.GTID == "" {
+		return 0, fmt.Errorf("comparing GTID positions %q and %q: %v %v", held.GTID, s.history, err1, err2)
+	}
+	if !have.Contains(mine) {
+		return 0, nil
+	}
+	n := 0
+	for _, r := range rows {
+		if _, err := c.ExecContext(ctx, "KILL QUERY "+r["id"]); err == nil {
+			n++
+		}
+	}
+	b.log.Info("released commits waiting for an acknowledgement that the acknowledger already holds", "sessions", n, "server_history", s.history, "acknowledger_received", held.GTID)
+	return n, nil
+}

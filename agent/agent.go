@@ -582,7 +582,7 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,
 		Self: a.opts.Self, Lead: a.lead, Job: job, Mem: a.mem, Tags: a.opts.Tags, NoLB: a.opts.NoLB,
 		FencingMode: a.opts.FencingMode, OneAck: oneAck,
-		Lag:         a.db.Lag, Compare: a.db.Compare, SinceFork: sinceFork(a.db),
+		Lag: a.db.Lag, Compare: a.db.Compare, SinceFork: sinceFork(a.db),
 	}
 }
 

@@ -61,11 +61,11 @@ type Member struct {
 	// for them.
 	CannotPromote []string `json:"cannot_promote,omitempty"`
 
-	Sync           string            `json:"sync_state,omitempty"` // sync | quorum | async, for replicas
+	Sync string `json:"sync_state,omitempty"` // sync | quorum | async, for replicas
 	// SemiSync: a MySQL/MariaDB replica's semi-synchronous acknowledger
 	// state (nil: not reported; the leader then assumes it may acknowledge
 	// while it is connected).
-	SemiSync *SemiSyncReport `json:"semi_sync,omitempty"`
+	SemiSync       *SemiSyncReport   `json:"semi_sync,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
 	NoFailover     bool              `json:"nofailover,omitempty"`
 	NoLoadBalance  bool              `json:"noloadbalance,omitempty"`

@@ -191,6 +191,9 @@ func (a *Agent) ackChores(ctx context.Context, o *Observation) {
 		return
 	}
 	want, why := false, "not listed as an acknowledger in the sync key"
+	if o.Cluster == nil {
+		why = "the DCS cannot be read: no acknowledgement the leader cannot count"
+	}
 	if cl := o.Cluster; cl != nil && cl.Sync != nil && cl.SyncError == "" && cl.Leader != nil {
 		k := cl.Sync.Value
 		switch {
@@ -307,19 +310,36 @@ func (a *Agent) reobserveAcks(ctx context.Context, o *Observation, in *syncInput
 //
 // ok is false when the sync key could not be written.
 func (a *Agent) oneAckApply(ctx context.Context, o *Observation, in *syncInput, target backends.SyncConfig, lastSet *backends.SyncConfig, budget time.Duration) (apply backends.SyncConfig, poll, ok bool) {
-	if lastSet != nil && lastSet.Equal(target) && !in.DB.Equal(target) {
+	if oneAckPending(*in, target, lastSet) {
 		return target, true, true
 	}
 	if !a.setAcknowledgers(ctx, o, in, target, budget) {
 		return target, false, false
 	}
-	if target.Async() || in.Mode == SyncStrict || in.Sync.Value.Quorum != 0 || ackActive(in.Replicas, target) {
-		return target, false, true
+	apply, poll = oneAckChoice(*in, target)
+	return apply, poll, true
+}
+
+// oneAckPending: target was set already and the database may still wait
+// for more than it (replicas taken off the list have not reported off).
+func oneAckPending(in syncInput, target backends.SyncConfig, lastSet *backends.SyncConfig) bool {
+	return lastSet != nil && lastSet.Equal(target) && !in.DB.Equal(target)
+}
+
+// oneAckChoice is what to set once the acknowledgers are listed for
+// target (see oneAckApply).
+func oneAckChoice(in syncInput, target backends.SyncConfig) (apply backends.SyncConfig, poll bool) {
+	q := 0
+	if in.Sync != nil {
+		q = in.Sync.Value.Quorum
+	}
+	if target.Async() || in.Mode == SyncStrict || q != 0 || ackActive(in.Replicas, target) {
+		return target, false
 	}
 	if in.DB.Async() {
-		return target, true, true
+		return target, true
 	}
-	return backends.SyncConfig{}, false, true
+	return backends.SyncConfig{}, false
 }
 
 // ackActive: one of cfg's acknowledgers is connected and acknowledging.

@@ -25,8 +25,15 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 		a.ackChores(ctx, o)
 		return
 
-	case ActWait, ActStayDown:
+	case ActWait:
+		// Whatever else waits, a replica keeps its acknowledgements as
+		// the sync key says (off when the DCS cannot be read).
+		a.ackChores(ctx, o)
 		return
+
+	case ActStayDown:
+		return
+
 
 	case ActAdopt:
 		a.adopt(ctx, o)

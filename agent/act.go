@@ -34,7 +34,6 @@ func (a *Agent) act(ctx context.Context, o *Observation, d Decision) {
 	case ActStayDown:
 		return
 
-
 	case ActAdopt:
 		a.adopt(ctx, o)
 

@@ -185,8 +185,6 @@ func planFromEnv(t *testing.T) plan {
 	switch {
 	case s.Backend != "postgres" && s.Backend != "mysql":
 		t.Fatalf("STEWARD_CHAOS_BACKEND=%q: want postgres or mysql", s.Backend)
-	case s.IsMySQL() && s.SynchronousMode != "off":
-		t.Fatalf("STEWARD_CHAOS_SYNC=%s with STEWARD_CHAOS_BACKEND=mysql: MariaDB members are asynchronous only (semi-synchronous replication is not built, docs/mysql.md); use SYNC=off", s.SynchronousMode)
 	}
 	p := plan{settings: s, bounds: Bounds{Recovery: 60 * time.Second}}
 	if s.FencingMode == "off" {

@@ -258,6 +258,17 @@ func (c *Cluster) CheckHealth() Health {
 			return h
 		}
 	}
+	// Synchronous modes: back to synchronous, not only streaming. A leader
+	// that fell back to asynchronous (mode on, no standby during the fault)
+	// has emptied the sync key, and until it names a standby again nobody
+	// may be promoted (rule 6, as in Patroni): a fault injected in that
+	// window rightly finds no successor. Found by step 165 of seed 20261208.
+	if m := c.S.SynchronousMode; m != "" && m != "off" {
+		if cl.Sync == nil || cl.Sync.Value.Leader != leader.Name || len(cl.Sync.Value.Members) == 0 {
+			h.Problem = fmt.Sprintf("synchronous_mode %s: the sync key names no synchronous standby of %s yet", m, leader.Name)
+			return h
+		}
+	}
 	if c.S.IsMySQL() {
 		h.Problem = c.myHealth(leader)
 		return h
@@ -278,17 +289,6 @@ func (c *Cluster) CheckHealth() Health {
 	if err := leader.Query(ctx, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", &streaming); err != nil || streaming != int64(len(c.Members)-1) {
 		h.Problem = fmt.Sprintf("%s streams to %d replicas (%v), want %d", leader.Name, streaming, err, len(c.Members)-1)
 		return h
-	}
-	// Synchronous modes: back to synchronous, not only streaming. A leader
-	// that fell back to asynchronous (mode on, no standby during the fault)
-	// has emptied the sync key, and until it names a standby again nobody
-	// may be promoted (rule 6, as in Patroni): a fault injected in that
-	// window rightly finds no successor. Found by step 165 of seed 20261208.
-	if m := c.S.SynchronousMode; m != "" && m != "off" {
-		if cl.Sync == nil || cl.Sync.Value.Leader != leader.Name || len(cl.Sync.Value.Members) == 0 {
-			h.Problem = fmt.Sprintf("synchronous_mode %s: the sync key names no synchronous standby of %s yet", m, leader.Name)
-			return h
-		}
 	}
 	var via string
 	if err := queryRow(ctx, c.HAProxyDSN(), "SELECT current_setting('cluster_name') FROM (SELECT txid_current()) t", &via); err != nil || via != leader.Name {

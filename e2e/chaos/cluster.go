@@ -43,7 +43,7 @@ type Settings struct {
 	// TmpfsSize bounds each member's data filesystem (the WAL disk).
 	TmpfsSize string
 	// Backend is the members' database: "postgres" (PostgreSQL 15) or
-	// "mysql" (MariaDB 10.11, asynchronous only; see mysql.go).
+	// "mysql" (MariaDB 10.11, see mysql.go; synchronous modes use semi-synchronous replication).
 	Backend string
 }
 

@@ -180,3 +180,76 @@ func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 		return !en
 	})
 }
+
+// Quorum mode with MariaDB members: every available replica may
+// acknowledge (ANY 1 of them), the key counts both with quorum 1, and a
+// failover promotes the most advanced of them after reaching both.
+func TestMySQLSemiSyncQuorum(t *testing.T) {
+	t.Parallel()
+	c, old := myBootstrap(t, Fast, nil)
+	c.SetDynamic("synchronous_mode", "quorum")
+	var key dcs.SyncState
+	Eventually(t, 30*time.Second, "both replicas acknowledge and the key counts them, quorum 1", func() bool {
+		cl := c.LoadCluster()
+		if cl == nil || cl.Sync == nil {
+			return false
+		}
+		key = cl.Sync.Value
+		if key.Leader != old.Name || key.Mode != "quorum" || len(key.Members) != 2 || key.Quorum != 1 || len(key.Acknowledgers) != 2 {
+			return false
+		}
+		for _, n := range key.Members {
+			if m, ok := cl.Members[n]; !ok || m.SemiSync == nil || !m.SemiSync.Active {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("sync key: %+v", key)
+	w := StartMyWriter(c.Members, 5*time.Millisecond, 1)
+	Eventually(t, 15*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 300 })
+	killedAt := time.Now()
+	old.Crash()
+	var newLeader *MyMember
+	Eventually(t, c.Profile.TTL+15*time.Second, "a new primary acknowledges a write", func() bool {
+		for _, a := range w.Snapshot() {
+			if a.At.After(killedAt) && a.Member != old.Name {
+				newLeader = c.Member(a.Member)
+				return true
+			}
+		}
+		return false
+	})
+	w.Stop()
+	lost, acked := 0, 0
+	for _, a := range w.Snapshot() {
+		if a.Member != old.Name {
+			continue
+		}
+		acked++
+		n, err := newLeader.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = ?", a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			lost++
+		}
+	}
+	t.Logf("MEASURED MariaDB semi-sync quorum: kill -9 of the primary -> %s promoted after %v; %d writes acknowledged before, %d lost",
+		newLeader.Name, time.Since(killedAt).Round(time.Millisecond), acked, lost)
+	if lost > 0 {
+		t.Fatalf("%d acknowledged writes missing on the new primary %s", lost, newLeader.Name)
+	}
+	hist := c.History()
+	last := hist[len(hist)-1]
+	if last.NewLeader != newLeader.Name || last.OldLeader != old.Name {
+		t.Fatalf("last history record %+v", last)
+	}
+	t.Logf("history: %s", last.Reason)
+	for _, cd := range last.Candidates {
+		t.Logf("candidate %s: eligible=%v reasons=%v", cd.Name, cd.Eligible, cd.Reasons)
+		if cd.Name == newLeader.Name && !cd.Eligible {
+			t.Fatalf("the history says the new leader %s was not eligible: %+v", cd.Name, cd)
+		}
+	}
+}

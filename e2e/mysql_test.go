@@ -836,8 +836,22 @@ func TestMySQLDemo(t *testing.T) {
 // the candidate waited for, the key handed over, the old primary restarted
 // as a replica): no acknowledged write is lost; the write pause is measured.
 func TestMySQLSwitchoversUnderWrites(t *testing.T) {
-	t.Parallel()
-	c, _ := myBootstrap(t, Fast, nil)
+	for _, mode := range []string{"off", "on"} {
+		t.Run("synchronous_mode "+mode, func(t *testing.T) {
+			t.Parallel()
+			mySwitchoversUnderWrites(t, mode)
+		})
+	}
+}
+
+// mySwitchoversUnderWrites: three switchovers under writes; with
+// synchronous_mode on each goes to the acknowledger the sync key names.
+func mySwitchoversUnderWrites(t *testing.T, mode string) {
+	c, first := myBootstrap(t, Fast, nil)
+	if mode != "off" {
+		c.SetDynamic("synchronous_mode", mode)
+		waitMyAcknowledger(t, c, first.Name, mode, 30*time.Second)
+	}
 	w := StartMyWriter(c.Members, 5*time.Millisecond, 1)
 	defer w.Stop()
 	client := api.NewClient(nil, "", "")
@@ -849,6 +863,9 @@ func TestMySQLSwitchoversUnderWrites(t *testing.T) {
 			if m != leader && (cand == nil || (i%2 == 0) == (m.Name < cand.Name)) {
 				cand = m
 			}
+		}
+		if mode != "off" {
+			cand = c.Member(waitMyAcknowledger(t, c, leader.Name, mode, 30*time.Second))
 		}
 		before := len(w.Snapshot())
 		Eventually(t, 5*time.Second, "writes flow", func() bool { return len(w.Snapshot()) > before+20 })
@@ -922,6 +939,6 @@ func TestMySQLSwitchoversUnderWrites(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged writes lost in the switchovers", lost, len(acks))
 	}
 	sort.Slice(pauses, func(i, j int) bool { return pauses[i] < pauses[j] })
-	t.Logf("MEASURED 3 MySQL switchovers under writes (ttl %v): write pause min %v median %v max %v; %d acknowledged writes, 0 lost",
-		c.Profile.TTL, pauses[0].Round(time.Millisecond), pauses[1].Round(time.Millisecond), pauses[2].Round(time.Millisecond), len(acks))
+	t.Logf("MEASURED 3 MySQL switchovers under writes (ttl %v, synchronous_mode %s): write pause min %v median %v max %v; %d acknowledged writes, 0 lost",
+		c.Profile.TTL, mode, pauses[0].Round(time.Millisecond), pauses[1].Round(time.Millisecond), pauses[2].Round(time.Millisecond), len(acks))
 }

@@ -901,6 +901,14 @@ func mySwitchoversUnderWrites(t *testing.T, mode string) {
 			return ss["Master_Port"] == fmt.Sprint(cand.Server.Port) && ss["Slave_IO_Running"] == "Yes"
 		})
 		c.WaitHealthy(30 * time.Second)
+		if mode != "off" {
+			// The former primary no longer waits for acknowledgements: as a
+			// replica it applies what it receives.
+			Eventually(t, 10*time.Second, "the former primary stopped waiting for acknowledgements", func() bool {
+				en, _ := mySemiSyncMaster(t, leader)
+				return !en
+			})
+		}
 		time.Sleep(300 * time.Millisecond)
 		acks := w.Snapshot()
 		var gap time.Duration

@@ -337,10 +337,14 @@ func (b *Backend) configureReplica(ctx context.Context, up backends.Upstream, st
 		// acknowledgements, but never while a commit waits for one:
 		// releasing it would acknowledge a write no replica has
 		// (fencing and demotion end the client sessions first).
-		if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled && ss.WaitSessions == 0 {
+		// A replica's recorded decision is "not waiting": a later
+		// promotion sets its own (SetSync before Promote).
+		if d := b.lastSemiSync(); d != nil && d.Enabled {
 			if err := b.saveSemiSync(semiSyncDecision{At: time.Now().UTC()}); err != nil {
 				return err
 			}
+		}
+		if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled && ss.WaitSessions == 0 {
 			if err := execAll(ctx, c, masterSemiSyncSQL(false)...); err != nil {
 				return err
 			}

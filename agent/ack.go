@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -72,7 +73,13 @@ func ackReplicator(db Backend) (AckReplicator, bool) {
 // possible acknowledgers; asynchronous when the server does not wait) and
 // its replica connections with their acknowledgement state and received
 // positions taken from their member keys.
-func ackView(st backends.Status, cl *dcs.Cluster, me string) (backends.SyncConfig, []backends.ReplicaConn) {
+//
+// seen holds the last report the leader read from each member key (the
+// member key of a replica cut off from etcd expires while its connection
+// to the primary lingers for a minute or more): a connected member without
+// a member key is counted unless its last report said its flag was off
+// for the current list.
+func ackView(st backends.Status, cl *dcs.Cluster, me string, seen map[string]dcs.SemiSyncReport) (backends.SyncConfig, []backends.ReplicaConn) {
 	if st.SemiSync == nil || !st.Writable {
 		return st.Sync, st.Replicas
 	}
@@ -110,9 +117,16 @@ func ackView(st backends.Status, cl *dcs.Cluster, me string) (backends.SyncConfi
 		}
 	}
 	for n := range connected {
-		if _, ok := members[n]; !ok {
-			names[n] = true // connected, not a member we know: assume it acknowledges
+		if _, ok := members[n]; ok {
+			continue
 		}
+		// Connected without a member key: assume it acknowledges, unless
+		// it last reported its flag off for the current list (it turns
+		// it on only when a later list names it).
+		if r, ok := seen[n]; ok && !r.Acking && keyOK && r.Epoch >= key.AckEpoch && !slices.Contains(key.Acknowledgers, n) {
+			continue
+		}
+		names[n] = true
 	}
 	counted := 0
 	for n := range connected {
@@ -289,7 +303,10 @@ func (a *Agent) reobserveAcks(ctx context.Context, o *Observation, in *syncInput
 	if st.State != backends.StateRunning || !st.Writable {
 		return false
 	}
-	in.DB, in.Replicas = ackView(st, cl, a.name)
+	a.mu.Lock()
+	seen := maps.Clone(a.rememberAcks(cl))
+	a.mu.Unlock()
+	in.DB, in.Replicas = ackView(st, cl, a.name, seen)
 	in.Members, in.Sync, in.SyncErr = cl.Members, cl.Sync, cl.SyncError
 	in.SyncWait = st.SyncWait
 	return true
@@ -386,4 +403,20 @@ func (a *Agent) releaseStuckWaiters(ctx context.Context, o *Observation) {
 			return
 		}
 	}
+}
+
+// rememberAcks records the semi-sync reports of the member keys in cl and
+// returns every report seen so far (a.mu held by the caller).
+func (a *Agent) rememberAcks(cl *dcs.Cluster) map[string]dcs.SemiSyncReport {
+	if a.ackSeen == nil {
+		a.ackSeen = map[string]dcs.SemiSyncReport{}
+	}
+	if cl != nil {
+		for n, m := range cl.Members {
+			if m.SemiSync != nil {
+				a.ackSeen[n] = *m.SemiSync
+			}
+		}
+	}
+	return a.ackSeen
 }

@@ -41,47 +41,57 @@ func TestAckView(t *testing.T) {
 		want    backends.SyncConfig
 		syncOf  map[string]string // replica → SyncState
 		stateOf map[string]string // replica → State
+		seen    map[string]dcs.SemiSyncReport
 	}{
 		{"master off: asynchronous, whatever the replicas do",
 			ackStatus(false, 1, "b"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2)}),
-			backends.SyncConfig{}, map[string]string{"b": "sync"}, nil},
+			backends.SyncConfig{}, map[string]string{"b": "sync"}, nil, nil},
 		{"listed and acknowledging: ANY 1 (b), b synchronous",
 			ackStatus(true, 1, "b", "c"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2), "c": report(false, false, 2)}),
-			anyOf(1, "b"), map[string]string{"b": "sync", "c": "async"}, nil},
+			anyOf(1, "b"), map[string]string{"b": "sync", "c": "async"}, nil, nil},
 		{"listed, not acknowledging yet: still counted (it may start any time)",
 			ackStatus(true, 0, "b"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(false, false, 2)}),
-			anyOf(1, "b"), map[string]string{"b": "async"}, nil},
+			anyOf(1, "b"), map[string]string{"b": "async"}, nil, nil},
 		{"taken off the list, still reporting on: counted",
 			ackStatus(true, 2, "b", "c"), ackCluster([]string{"c"}, 3, map[string]dcs.Member{"b": report(true, true, 3), "c": report(true, true, 3)}),
-			anyOf(1, "b", "c"), nil, nil},
+			anyOf(1, "b", "c"), nil, nil, nil},
 		{"reported off, but for an older list: counted until it reports on the current one",
 			ackStatus(true, 1, "b", "c"), ackCluster([]string{"c"}, 3, map[string]dcs.Member{"b": report(false, false, 2), "c": report(true, true, 3)}),
-			anyOf(1, "b", "c"), map[string]string{"b": "async", "c": "sync"}, nil},
+			anyOf(1, "b", "c"), map[string]string{"b": "async", "c": "sync"}, nil, nil},
 		{"an acknowledger whose report is older than the list is not confirmed",
 			ackStatus(true, 1, "c"), ackCluster([]string{"c"}, 3, map[string]dcs.Member{"c": report(true, true, 2)}),
-			anyOf(1, "c"), map[string]string{"c": "async"}, nil},
+			anyOf(1, "c"), map[string]string{"c": "async"}, nil, nil},
 		{"reported off for the current list: not counted",
 			ackStatus(true, 1, "b", "c"), ackCluster([]string{"c"}, 3, map[string]dcs.Member{"b": report(false, false, 3), "c": report(true, true, 3)}),
-			anyOf(1, "c"), nil, nil},
+			anyOf(1, "c"), nil, nil, nil},
 		{"connected without a member key (agent gone): counted",
 			ackStatus(true, 1, "b", "x"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2)}),
-			anyOf(1, "b", "x"), nil, nil},
+			anyOf(1, "b", "x"), nil, nil, nil},
+		{"connected without a member key, last seen off for the current list: not counted",
+			ackStatus(true, 1, "b", "x"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2)}),
+			anyOf(1, "b"), nil, nil, map[string]dcs.SemiSyncReport{"x": {Epoch: 2}}},
+		{"connected without a member key, last seen off for an older list: counted",
+			ackStatus(true, 1, "b", "x"), ackCluster([]string{"b"}, 3, map[string]dcs.Member{"b": report(true, true, 3)}),
+			anyOf(1, "b", "x"), nil, nil, map[string]dcs.SemiSyncReport{"x": {Epoch: 2}}},
+		{"connected without a member key, last seen acknowledging: counted",
+			ackStatus(true, 2, "b", "x"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2)}),
+			anyOf(1, "b", "x"), nil, nil, map[string]dcs.SemiSyncReport{"x": {Acking: true, Epoch: 2}}},
 		{"a member that reports no semi-sync state while connected: counted",
 			ackStatus(true, 1, "b", "c"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2), "c": {Following: "a", ReplicationState: "streaming"}}),
-			anyOf(1, "b", "c"), nil, nil},
+			anyOf(1, "b", "c"), nil, nil, nil},
 		{"more acknowledger connections than members that account for them: an unknown one",
 			ackStatus(true, 2, "b", "c"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": report(true, true, 2), "c": report(false, false, 2)}),
-			anyOf(1, "b", UnknownAcknowledger), nil, nil},
+			anyOf(1, "b", UnknownAcknowledger), nil, nil, nil},
 		{"strict with nobody to wait for: the placeholder",
 			ackStatus(true, 0), ackCluster([]string{NoStandbyName}, 2, map[string]dcs.Member{}),
-			anyOf(1, NoStandbyName), nil, nil},
+			anyOf(1, NoStandbyName), nil, nil, nil},
 		{"a replica whose agent says it does not stream from this primary is not streaming here",
 			ackStatus(true, 1, "b"), ackCluster([]string{"b"}, 2, map[string]dcs.Member{"b": {Following: "a", ReplicationState: "", SemiSync: &dcs.SemiSyncReport{Acking: true, Epoch: 2}}}),
-			anyOf(1, "b"), map[string]string{"b": "async"}, map[string]string{"b": "not-streaming"}},
+			anyOf(1, "b"), map[string]string{"b": "async"}, map[string]string{"b": "not-streaming"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, reps := ackView(c.st, c.cl, "a")
+			got, reps := ackView(c.st, c.cl, "a", c.seen)
 			if !got.Equal(c.want) {
 				t.Fatalf("waits for %s, want %s", got, c.want)
 			}
@@ -237,7 +247,7 @@ func (s *ackSim) input() syncInput {
 	}
 	cl := s.cluster()
 	view := func(st backends.Status, cl *dcs.Cluster) (backends.SyncConfig, []backends.ReplicaConn) {
-		return ackView(st, cl, "a")
+		return ackView(st, cl, "a", nil)
 	}
 	if s.view != nil {
 		view = s.view
@@ -388,7 +398,7 @@ func TestAckPromiseCheckerCatchesWrongSteps(t *testing.T) {
 	wrong := map[string]func(s *ackSim){
 		"only the listed acknowledgers counted": func(s *ackSim) {
 			s.view = func(st backends.Status, cl *dcs.Cluster) (backends.SyncConfig, []backends.ReplicaConn) {
-				db, reps := ackView(st, cl, "a")
+				db, reps := ackView(st, cl, "a", nil)
 				if db.Async() {
 					return db, reps
 				}

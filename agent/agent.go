@@ -131,6 +131,7 @@ type Agent struct {
 	configVersion      int64
 	lastSyncLog        string          // the last synchronous-replication step logged (a.mu)
 	ackRestartAt       time.Time       // when ackChores last changed this replica's acknowledgements (loop goroutine)
+	ackSeen            map[string]dcs.SemiSyncReport // the last semi-sync report read from each member key (a.mu; ackView)
 	warned             map[string]bool // one-time warnings given (a.mu)
 }
 
@@ -576,7 +577,7 @@ func (a *Agent) observation(cl *dcs.Cluster, dcsErr error, dyn config.Dynamic, d
 	if oneAck && dbs.Writable {
 		// What a semi-synchronous primary waits for is decided by its
 		// replicas: see ack.go.
-		dbs.Sync, dbs.Replicas = ackView(dbs, cl, a.opts.Self.Name)
+		dbs.Sync, dbs.Replicas = ackView(dbs, cl, a.opts.Self.Name, a.rememberAcks(cl))
 	}
 	return &Observation{
 		Now: a.now(), Cluster: cl, DCSErr: dcsErr, Config: dyn, DB: dbs,

@@ -320,9 +320,17 @@ func available(in syncInput, v []string) []string {
 			continue
 		}
 		seen[r.Name] = true
-		idx := slices.Index(in.DB.Names, r.Name)
+		// Those the database already waits for first. With one
+		// acknowledgement the database's set is every possible
+		// acknowledger, sorted: the listed ones come first instead, or
+		// two standbys would take turns as each other's list goes stale.
+		current := in.DB.Names
+		if in.OneAck && in.Sync != nil && in.SyncErr == "" {
+			current = in.Sync.Value.Acknowledgers
+		}
+		idx := slices.Index(current, r.Name)
 		if idx < 0 {
-			idx = len(in.DB.Names) + 1
+			idx = len(current) + 1
 		}
 		cs = append(cs, cand{name: r.Name, nofo: m.NoFailover, inV: slices.Contains(v, r.Name), dbIdx: idx, flushed: r.Flushed})
 	}
@@ -680,7 +688,9 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 			}
 			in.Sync, in.SyncErr = &dcs.Versioned[dcs.SyncState]{Value: step.DCS, Version: nv}, ""
 		case syncSetDB:
-			a.logSync(step, 0)
+			if !(in.OneAck && oneAckPending(in, step.DB, lastSet)) {
+				a.logSync(step, 0)
+			}
 			if faultActive("sync-key-first") && !step.DB.Async() {
 				// Test builds only: the wrong order (the key promises the
 				// new standbys before the database waits for them), so the

@@ -264,7 +264,10 @@ func (c *Cluster) CheckHealth() Health {
 	// may be promoted (rule 6, as in Patroni): a fault injected in that
 	// window rightly finds no successor. Found by step 165 of seed 20261208.
 	if m := c.S.SynchronousMode; m != "" && m != "off" {
-		if cl.Sync == nil || cl.Sync.Value.Leader != leader.Name || len(cl.Sync.Value.Members) == 0 {
+		// Quorum 0 with members listed promises nothing either (a MariaDB
+		// leader waiting for a former acknowledger to report off; found by
+		// step 9 of seed 20261212).
+		if cl.Sync == nil || cl.Sync.Value.Leader != leader.Name || len(cl.Sync.Value.Members) == 0 || cl.Sync.Value.Quorum < 1 {
 			h.Problem = fmt.Sprintf("synchronous_mode %s: the sync key names no synchronous standby of %s yet", m, leader.Name)
 			return h
 		}

@@ -129,10 +129,10 @@ type Agent struct {
 	lastLeaderName     string
 	historyTerm        int64
 	configVersion      int64
-	lastSyncLog        string          // the last synchronous-replication step logged (a.mu)
-	ackRestartAt       time.Time       // when ackChores last changed this replica's acknowledgements (loop goroutine)
+	lastSyncLog        string                        // the last synchronous-replication step logged (a.mu)
+	ackRestartAt       time.Time                     // when ackChores last changed this replica's acknowledgements (loop goroutine)
 	ackSeen            map[string]dcs.SemiSyncReport // the last semi-sync report read from each member key (a.mu; ackView)
-	warned             map[string]bool // one-time warnings given (a.mu)
+	warned             map[string]bool               // one-time warnings given (a.mu)
 }
 
 type knownPeer struct {

@@ -775,6 +775,11 @@ mysql:
   replication: {username: repl, password: demo-rep}
   data_dir: %[8]s
   start_command: [%[9]s, "--defaults-file=%[10]s"]
+  # The killed primary may hold a heartbeat the replicas never received
+  # (asynchronous replication): an errant transaction, which a MariaDB
+  # member cannot rewind. The demo re-clones it instead of leaving it out
+  # until "steward reinit".
+  reclone_on_divergence: true
 log: {level: info, format: text}
 `, name, etcdURL, d.o.ttl, d.o.loopWait, retryFor(d.o.ttl, d.o.loopWait), apiPort, dbPort, data, mariadbd, cnf), nil
 }

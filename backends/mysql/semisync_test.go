@@ -168,3 +168,40 @@ func TestSemiSyncAcknowledgements(t *testing.T) {
 		t.Fatalf("restarted primary: writable %v semi_sync %+v: it must wait for an acknowledgement again before it takes writes", st.Writable, st.SemiSync)
 	}
 }
+
+// Fencing a semi-synchronous primary whose commits wait for an
+// acknowledgement (its acknowledger died): the waiting client receives an
+// error, never OK — its commit is on no replica, and OK would be a lie the
+// failover then makes true data loss.
+func TestFenceWritesNeverAcknowledgesAWaitingCommit(t *testing.T) {
+	t.Parallel()
+	dir := mytest.Dir(t)
+	p := bootstrapMember(t, dir, "p", 1)
+	_ = cloneMember(t, dir, "r", 2, p)
+	if _, err := p.b.SetSync(tctx(t, 10*time.Second), backends.SyncConfig{Method: backends.SyncAny, Num: 1, Names: []string{"r"}}); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		db := mytest.Open(p.addr(), mytest.AppUser, mytest.AppPassword)
+		defer db.Close()
+		_, err := db.ExecContext(context.Background(), "INSERT INTO app.t (v) VALUES ('waits')")
+		res <- err
+	}()
+	waitFor(t, 5*time.Second, "a commit waits for an acknowledgement", func() (bool, string) {
+		st := observe(t, p)
+		return st.SemiSync != nil && st.SemiSync.WaitSessions > 0, statusString(st)
+	})
+	if err := p.b.FenceWrites(tctx(t, 10*time.Second)); err != nil {
+		t.Fatalf("FenceWrites: %v", err)
+	}
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("the client of a commit no replica acknowledged received OK when the primary was fenced")
+		}
+		t.Logf("the waiting client received: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting client got no answer within 10s of the fence")
+	}
+}

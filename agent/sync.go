@@ -665,7 +665,7 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(pollEvery(in.OneAck)):
 			}
 		case syncWriteDCS:
 			if in.OneAck {
@@ -719,7 +719,7 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 					select {
 					case <-ctx.Done():
 						return
-					case <-time.After(100 * time.Millisecond):
+					case <-time.After(pollEvery(in.OneAck)):
 					}
 				}
 			}
@@ -770,6 +770,16 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 		}
 		step = planSync(in)
 	}
+}
+
+// pollEvery is how often manageSync looks again while a standby has yet to
+// confirm: the database alone every 50 ms; with one acknowledgement the
+// DCS too (the replicas report there), every 200 ms.
+func pollEvery(oneAck bool) time.Duration {
+	if oneAck {
+		return 200 * time.Millisecond
+	}
+	return 50 * time.Millisecond
 }
 
 // slogDebugIfSame: log a waiting step at Info only when it changed.

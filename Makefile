@@ -71,7 +71,7 @@ bench: deps
 	@set -o pipefail; STEWARD_E2E_RACE=0 $(GO) test -count=1 -timeout 20m -run '^$$' -bench '^BenchmarkAgentOverhead$$' -benchtime 1x ./e2e/ 2>&1 \
 		| grep -vE '^\s+(time=|harness.go)'
 	@set -o pipefail; STEWARD_E2E_RACE=0 $(GO) test -count=1 -timeout 120m -run '^$$' \
-		-bench '^Benchmark(HealthEndpoints|DCSScale|StressNoFalseFailover|SyncModes|Failover|Switchover)$$' -benchtime 1x ./e2e/ 2>&1 \
+		-bench '^Benchmark(HealthEndpoints|DCSScale|StressNoFalseFailover|SyncModes|MySQLSyncModes|Failover|Switchover)$$' -benchtime 1x ./e2e/ 2>&1 \
 		| grep -vE '^\s+(time=|harness.go)'
 
 ## bench-quick: a couple of minutes, run by make test too: 3 failovers in

@@ -6,8 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,4 +89,96 @@ func pgbenchFigure(out, re string) float64 {
 	}
 	f, _ := strconv.ParseFloat(m[1], 64)
 	return f
+}
+
+// BenchmarkMySQLSyncModes: single-row INSERT commits (4 clients, one
+// connection each, STEWARD_PGBENCH_SECONDS per mode, default 20) against
+// the primary of one 3-member MariaDB cluster in synchronous_mode off, on
+// (one acknowledger) and quorum (ANY 1 of 2), with sync_binlog=1 and
+// innodb_flush_log_at_trx_commit=1 (the members' settings). All members
+// share one host: the acknowledgement round trip is a loopback one. Run by
+// `make bench`.
+func BenchmarkMySQLSyncModes(b *testing.B) {
+	secs := 20
+	if n, err := strconv.Atoi(os.Getenv("STEWARD_PGBENCH_SECONDS")); err == nil && n > 0 {
+		secs = n
+	}
+	for i := 0; i < b.N; i++ {
+		c := NewMyCluster(b, 3, Fast)
+		c.Members[0].Start()
+		Eventually(b, 60*time.Second, "m1 leads", func() bool { l := c.Leader(); return l != nil && l.Name == "m1" })
+		for _, m := range c.Members[1:] {
+			m.Start()
+		}
+		leader := c.WaitHealthy(120 * time.Second)
+		if err := leader.Exec("CREATE DATABASE IF NOT EXISTS app",
+			"CREATE TABLE IF NOT EXISTS app.bench (id BIGINT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64)) ENGINE=InnoDB"); err != nil {
+			b.Fatal(err)
+		}
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "\nMEASURED MariaDB single-row INSERT commits, 4 clients, %d s per mode, sync_binlog=1, 3 members on one host (loopback):\n", secs)
+		fmt.Fprintf(&sb, "  %-30s %10s %12s %12s %12s\n", "synchronous_mode", "commits/s", "p50", "p99", "max")
+		for _, mode := range []struct{ name, mode string }{{"off", "off"}, {"on (1 acknowledger)", "on"}, {"quorum (ANY 1 of 2)", "quorum"}} {
+			c.SetDynamic("synchronous_mode", mode.mode)
+			Eventually(b, 30*time.Second, "synchronous_mode "+mode.mode+" in effect", func() bool {
+				cl := c.LoadCluster()
+				if cl == nil {
+					return false
+				}
+				s := cl.Sync
+				en, _ := leader.QueryInt("SELECT @@global.rpl_semi_sync_master_enabled")
+				if mode.mode == "off" {
+					return (s == nil || !s.Value.Active()) && en == 0
+				}
+				return s != nil && s.Value.Mode == mode.mode && s.Value.Quorum == 1 && (mode.mode != "quorum" || len(s.Value.Members) == 2) && en == 1
+			})
+			lat, n := myInsertLoad(b, leader, 4, time.Duration(secs)*time.Second)
+			fmt.Fprintf(&sb, "  %-30s %10.0f %12v %12v %12v\n", mode.name, float64(n)/float64(secs),
+				pct(lat, 50).Round(10*time.Microsecond), pct(lat, 99).Round(10*time.Microsecond), pct(lat, 100).Round(10*time.Microsecond))
+			b.ReportMetric(float64(n)/float64(secs), "commits/s-"+mode.mode)
+		}
+		fmt.Print(sb.String())
+	}
+}
+
+// myInsertLoad commits single-row INSERTs from clients connections for d
+// and returns every commit's latency.
+func myInsertLoad(b *testing.B, m *MyMember, clients int, d time.Duration) ([]time.Duration, int) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db := m.DB()
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			var mine []time.Duration
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				if _, err := db.Exec("INSERT INTO app.bench (v) VALUES ('bench')"); err != nil {
+					b.Errorf("insert: %v", err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat, len(lat)
+}
+
+// pct is the p-th percentile of sorted durations (100: the maximum).
+func pct(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted) - 1) * p / 100
+	return sorted[i]
 }

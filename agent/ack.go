@@ -102,28 +102,26 @@ func ackView(st backends.Status, cl *dcs.Cluster, me string, seen map[string]dcs
 			names[n] = true
 		}
 	}
+	offForCurrentList := func(r dcs.SemiSyncReport, n string) bool {
+		return !r.Acking && keyOK && r.Epoch >= key.AckEpoch && !slices.Contains(key.Acknowledgers, n)
+	}
 	for name, m := range members {
-		if name == me {
+		if name == me || m.SemiSync == nil {
 			continue
 		}
-		r := m.SemiSync
-		switch {
-		case r == nil:
-			if connected[name] {
-				names[name] = true
-			}
-		case r.Acking, keyOK && r.Epoch < key.AckEpoch:
+		if r := *m.SemiSync; !offForCurrentList(r, name) {
 			names[name] = true
 		}
 	}
 	for n := range connected {
-		if _, ok := members[n]; ok {
+		if m, ok := members[n]; ok && m.SemiSync != nil {
 			continue
 		}
-		// Connected without a member key: assume it acknowledges, unless
-		// it last reported its flag off for the current list (it turns
-		// it on only when a later list names it).
-		if r, ok := seen[n]; ok && !r.Acking && keyOK && r.Epoch >= key.AckEpoch && !slices.Contains(key.Acknowledgers, n) {
+		// Connected without a report (no member key, or one without a
+		// semi-sync state: its server does not answer its agent): assume
+		// it acknowledges, unless it last reported its flag off for the
+		// current list (it turns it on only when a later list names it).
+		if r, ok := seen[n]; ok && offForCurrentList(r, n) {
 			continue
 		}
 		names[n] = true

@@ -267,7 +267,8 @@ func runChaos(t *testing.T, p plan) {
 	}
 	r.SaveDir = filepath.Join(outDir(), name)
 	t.Cleanup(func() {
-		if t.Failed() {
+		// STEWARD_CHAOS_KEEP_LOGS=1 keeps them after a passing run too.
+		if t.Failed() || os.Getenv("STEWARD_CHAOS_KEEP_LOGS") != "" {
 			r.saveLogs("end") // before the cluster (and the tmpfs) goes
 		}
 	})

@@ -458,6 +458,7 @@ func (b *Backend) promote(ctx context.Context) error {
 		return err
 	}
 	b.mu.Lock()
+	b.replayErr = nil              // from another term: not this primary's health
 	b.forkedAt = pre.ownPosition() // LSN tagged with this server's id: see SinceFork
 	b.mu.Unlock()
 	s, err := readServerState(ctx, c)
@@ -797,7 +798,17 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 			noBinlog := ""
 			if ss, err := readSemiSync(ctx, c); err == nil && ss.MasterEnabled {
 				noBinlog = "sql_log_bin = 0, "
+				why := ""
+				if ss.WaitSessions == 0 {
+					// (Commits waiting for an acknowledgement hold back
+					// every commit behind them, the replicated heartbeat
+					// too: that is the standbys' business, not ill health.)
+					why = b.replayBeatProblem(ctx, c, timeout)
+				}
 				b.replayBeat(member, guard)
+				if why != "" {
+					return errors.New(why)
+				}
 			}
 			res, err = c.ExecContext(ctx, fmt.Sprintf("SET STATEMENT %sinnodb_lock_wait_timeout = %d, max_statement_time = %d FOR ", noBinlog, secs, secs)+ins, member)
 		} else {
@@ -829,6 +840,13 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 // waits for an acknowledgement, for as long as strict mode waits for a
 // standby, and the health check must not. Replicas read the newest row of
 // steward.heartbeat as their replay time.
+//
+// It is also the health check's proof that the binary log can be written
+// (the health commit itself is not binary-logged): replayBeatProblem says
+// when it failed, or has been pending longer than the health check's
+// deadline in any state but waiting for an acknowledgement (a binary log
+// on a full disk: MariaDB retries the write once a minute while every
+// commit waits; found by make chaos SYNC=quorum SEED=20261214 step 4-5).
 func (b *Backend) replayBeat(member, guard string) {
 	if !b.replayBeatBusy.CompareAndSwap(false, true) {
 		return
@@ -839,12 +857,62 @@ func (b *Backend) replayBeat(member, guard string) {
 		defer b.replayBeatBusy.Store(false)
 		ctx, cancel := context.WithTimeout(b.closeCtx, 10*time.Minute)
 		defer cancel()
-		ins := "INSERT INTO steward.heartbeat (member, ts, n) SELECT ?, UTC_TIMESTAMP(6), 1 FROM DUAL WHERE " + guard +
-			" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
-		if _, err := b.db.ExecContext(ctx, ins, member+"/replay"); err != nil {
+		err := func() error {
+			c, err := b.db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var id int64
+			if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+				return err
+			}
+			b.mu.Lock()
+			b.replayPending = replayPending{id: id, since: time.Now()}
+			b.mu.Unlock()
+			ins := "INSERT INTO steward.heartbeat (member, ts, n) SELECT ?, UTC_TIMESTAMP(6), 1 FROM DUAL WHERE " + guard +
+				" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
+			_, err = c.ExecContext(ctx, ins, member+"/replay")
+			return err
+		}()
+		b.mu.Lock()
+		b.replayPending = replayPending{}
+		b.replayErr = nil
+		if err != nil && ctx.Err() == nil {
+			b.replayErr = err
+		}
+		b.mu.Unlock()
+		if err != nil {
 			b.log.Debug("replicated heartbeat not committed", "error", err)
 		}
 	}()
+}
+
+// replayPending is the replicated heartbeat in progress (id 0: none).
+type replayPending struct {
+	id    int64
+	since time.Time
+}
+
+// replayBeatProblem says why the last replicated heartbeat shows that the
+// binary log cannot be written ("" when nothing says so): it failed, or it
+// has been pending for longer than bound in a state other than waiting
+// for an acknowledgement.
+func (b *Backend) replayBeatProblem(ctx context.Context, q querier, bound time.Duration) string {
+	b.mu.Lock()
+	p, lastErr := b.replayPending, b.replayErr
+	b.mu.Unlock()
+	if lastErr != nil {
+		return "the replicated heartbeat failed: " + lastErr.Error()
+	}
+	if p.id == 0 || time.Since(p.since) < bound {
+		return ""
+	}
+	row, found, err := queryRow(ctx, q, "SELECT STATE AS state FROM information_schema.PROCESSLIST WHERE ID = ?", p.id)
+	if err != nil || !found || row["state"] == waitingForAckState {
+		return ""
+	}
+	return fmt.Sprintf("the replicated heartbeat has been committing for %s (state %q): the binary log cannot be written", time.Since(p.since).Round(time.Second), row["state"])
 }
 
 // Demote makes the running writable server a read-only replica without a

@@ -106,7 +106,9 @@ type Backend struct {
 	stoppedPos  backends.Position // where the history ended at the last clean stop (zero: unknown)
 	semiSync    *semiSyncDecision // SetSync's last decision (semisync.go), nil: unknown yet
 
-	replayBeatBusy atomic.Bool // a replicated heartbeat waits for its commit (replayBeat)
+	replayBeatBusy atomic.Bool   // a replicated heartbeat waits for its commit (replayBeat)
+	replayPending  replayPending // b.mu: the replicated heartbeat in progress
+	replayErr      error         // b.mu: why the last replicated heartbeat failed (nil: it did not)
 
 	// op is the long operation in progress (bootstrap, clone, wipe), for
 	// Observe; nil when none.

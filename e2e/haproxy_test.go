@@ -415,7 +415,8 @@ func TestHAProxy(t *testing.T) {
 	// connection routed to it while it was still a replica and answered
 	// after its promotion is in that window too (seen under a loaded make
 	// test: opened 25 ms before the key acquisition, answered after the
-	// promotion).
+	// promotion). "promoted" is when the agent logged the promotion, after
+	// PostgreSQL left recovery: the window is bounded by the acquisition.
 	acquired := logTime(t, newLeader, `msg="acquired the leader key"`)
 	promoted := logTime(t, newLeader, `msg="role change: promoted"`)
 	windowEnd := acquired.Add(500*time.Millisecond + 150*time.Millisecond)
@@ -425,7 +426,7 @@ func TestHAProxy(t *testing.T) {
 		switch {
 		case e.forbidden:
 			t.Errorf("%s: the read port served %s while it lagged beyond 1MB", e.at.Format("15:04:05.000"), e.m.Name)
-		case !e.inRecovery && e.m == newLeader && !e.answered.Before(promoted) && e.at.Before(windowEnd):
+		case !e.inRecovery && e.m == newLeader && !e.answered.Before(acquired) && e.at.Before(windowEnd):
 			inWindow++
 		case !e.inRecovery:
 			t.Errorf("%s: the read port served the primary %s (key acquired %s, promoted %s)", e.at.Format("15:04:05.000"), e.m.Name,

@@ -63,10 +63,10 @@ const UnknownAcknowledger = "steward.unknown-acknowledger"
 // its server supports it.
 func ackReplicator(db Backend) (AckReplicator, bool) {
 	ar, ok := db.(AckReplicator)
-	if !ok {
+	if _, why := syncReplicator(db); !ok || why != "" {
 		return nil, false
 	}
-	return ar, ar.SyncUnsupported() == ""
+	return ar, true
 }
 
 // ackView is what a semi-synchronous primary waits for (ANY 1 of the

@@ -258,24 +258,14 @@ func (s *ackSim) input() syncInput {
 }
 
 func (s *ackSim) check(what string) {
-	k := s.key
-	if !k.Active() {
-		return
+	held := func(m string) uint64 {
+		if r, ok := s.replicas[m]; ok {
+			return r.received
+		}
+		return 0
 	}
-	for _, c := range s.commits {
-		if !c.acked {
-			continue
-		}
-		have := 0
-		for _, m := range k.Members {
-			if r, ok := s.replicas[m]; ok && r.received >= c.lsn {
-				have++
-			}
-		}
-		if have < k.Quorum {
-			s.fail("after %s (step %d): commit at %d was acknowledged but only %d of %v hold it, the key promises %d (acknowledgers %v, master %v)",
-				what, s.steps, c.lsn, have, k.Members, k.Quorum, k.Acknowledgers, s.master)
-		}
+	if broken := brokenPromise(s.key, s.commits, held); broken != "" {
+		s.fail("after %s (step %d): %s (acknowledgers %v, master %v)", what, s.steps, broken, s.key.Acknowledgers, s.master)
 	}
 }
 

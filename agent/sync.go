@@ -61,6 +61,21 @@ type SyncReplicator interface {
 	SetSync(ctx context.Context, cfg backends.SyncConfig) (backends.Position, error)
 }
 
+// syncReplicator returns the backend as a SyncReplicator when its server
+// can make commits wait for standbys, or nil and why not.
+func syncReplicator(db Backend) (SyncReplicator, string) {
+	sr, ok := db.(SyncReplicator)
+	if !ok {
+		return nil, "not supported by the " + db.Kind() + " backend"
+	}
+	if ar, isAck := db.(AckReplicator); isAck {
+		if why := ar.SyncUnsupported(); why != "" {
+			return nil, why
+		}
+	}
+	return sr, ""
+}
+
 // SyncApplied is the last change this leader made to the database's
 // synchronous configuration, and the primary's flushed position read after
 // every process applied it: every commit acknowledged before the change is
@@ -633,14 +648,8 @@ func (a *Agent) manageSync(ctx context.Context, o *Observation, first *syncStep)
 	if first == nil || first.Kind == syncNone {
 		return
 	}
-	sr, ok := a.db.(SyncReplicator)
-	why := "not supported by the " + a.db.Kind() + " backend"
-	if ar, isAck := a.db.(AckReplicator); isAck {
-		if w := ar.SyncUnsupported(); w != "" {
-			ok, why = false, w
-		}
-	}
-	if !ok {
+	sr, why := syncReplicator(a.db)
+	if sr == nil {
 		a.warnOnce("sync-unsupported", "synchronous_mode "+o.Config.SynchronousMode+": "+why+": replication stays asynchronous")
 		return
 	}
@@ -826,11 +835,8 @@ func (a *Agent) prePromoteSync(ctx context.Context, o *Observation, cur *dcs.Clu
 	po := *o
 	po.Cluster = cur
 	st, db, ok := prePromoteSync(&po)
-	sr, can := a.db.(SyncReplicator)
-	if ar, isAck := a.db.(AckReplicator); isAck && ar.SyncUnsupported() != "" {
-		can = false // MySQL 8: replication stays asynchronous (manageSync says why)
-	}
-	if !ok || !can {
+	sr, _ := syncReplicator(a.db) // nil: manageSync says why
+	if !ok || sr == nil {
 		// A backend without synchronous replication (MySQL 8 for now)
 		// never promised anything: recording a sync set would only stop
 		// every later failover.

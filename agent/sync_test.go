@@ -467,25 +467,42 @@ func (s *sim) input() syncInput {
 // check asserts the promise: every acknowledged commit is on at least
 // Quorum members of the key (when the key is active).
 func (s *sim) check(what string) {
-	if s.key == nil || !s.key.Value.Active() {
+	if s.key == nil {
 		return
 	}
-	k := s.key.Value
-	for _, c := range s.commits {
+	held := func(m string) uint64 {
+		if sb, ok := s.standbys[m]; ok {
+			return sb.flushed
+		}
+		return 0
+	}
+	if broken := brokenPromise(s.key.Value, s.commits, held); broken != "" {
+		s.fail("after %s (step %d): %s (database: %s)", what, s.steps, broken, s.db)
+	}
+}
+
+// brokenPromise says how an active sync key k breaks its promise to the
+// acknowledged commits ("" when it keeps it): every one must be held
+// (held(member) >= its lsn) by at least Quorum of Members.
+func brokenPromise(k dcs.SyncState, commits []*simCommit, held func(member string) uint64) string {
+	if !k.Active() {
+		return ""
+	}
+	for _, c := range commits {
 		if !c.acked {
 			continue
 		}
 		have := 0
 		for _, m := range k.Members {
-			if sb, ok := s.standbys[m]; ok && sb.flushed >= c.lsn {
+			if held(m) >= c.lsn {
 				have++
 			}
 		}
 		if have < k.Quorum {
-			s.fail("after %s (step %d): commit at %d was acknowledged but only %d of %v hold it, the key promises %d (database: %s)",
-				what, s.steps, c.lsn, have, k.Members, k.Quorum, s.db)
+			return fmt.Sprintf("commit at %d was acknowledged but only %d of %v hold it, the key promises %d", c.lsn, have, k.Members, k.Quorum)
 		}
 	}
+	return ""
 }
 
 // loop is one leader loop: planner steps until nothing is left to do now.

@@ -104,15 +104,8 @@ func BenchmarkMySQLSyncModes(b *testing.B) {
 		secs = n
 	}
 	for i := 0; i < b.N; i++ {
-		c := NewMyCluster(b, 3, Fast)
-		c.Members[0].Start()
-		Eventually(b, 60*time.Second, "m1 leads", func() bool { l := c.Leader(); return l != nil && l.Name == "m1" })
-		for _, m := range c.Members[1:] {
-			m.Start()
-		}
-		leader := c.WaitHealthy(120 * time.Second)
-		if err := leader.Exec("CREATE DATABASE IF NOT EXISTS app",
-			"CREATE TABLE IF NOT EXISTS app.bench (id BIGINT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64)) ENGINE=InnoDB"); err != nil {
+		c, leader := myBootstrap(b, Fast, nil)
+		if err := leader.Exec("CREATE TABLE IF NOT EXISTS app.bench (id BIGINT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64)) ENGINE=InnoDB"); err != nil {
 			b.Fatal(err)
 		}
 		var sb strings.Builder
@@ -126,11 +119,11 @@ func BenchmarkMySQLSyncModes(b *testing.B) {
 					return false
 				}
 				s := cl.Sync
-				en, _ := leader.QueryInt("SELECT @@global.rpl_semi_sync_master_enabled")
+				en, _ := mySemiSyncMaster(b, leader)
 				if mode.mode == "off" {
-					return (s == nil || !s.Value.Active()) && en == 0
+					return (s == nil || !s.Value.Active()) && !en
 				}
-				return s != nil && s.Value.Mode == mode.mode && s.Value.Quorum == 1 && (mode.mode != "quorum" || len(s.Value.Members) == 2) && en == 1
+				return s != nil && s.Value.Mode == mode.mode && s.Value.Quorum == 1 && (mode.mode != "quorum" || len(s.Value.Members) == 2) && en
 			})
 			lat, n := myInsertLoad(b, leader, 4, time.Duration(secs)*time.Second)
 			fmt.Fprintf(&sb, "  %-30s %10.0f %12v %12v %12v\n", mode.name, float64(n)/float64(secs),

@@ -27,7 +27,7 @@ func mySync(c *MyCluster) *dcs.SyncState {
 
 // mySemiSyncMaster reads a server's rpl_semi_sync_master_enabled and
 // Rpl_semi_sync_master_clients.
-func mySemiSyncMaster(t *testing.T, m *MyMember) (bool, int64) {
+func mySemiSyncMaster(t testing.TB, m *MyMember) (bool, int64) {
 	t.Helper()
 	en, err := m.QueryInt("SELECT @@global.rpl_semi_sync_master_enabled")
 	if err != nil {
@@ -38,6 +38,45 @@ func mySemiSyncMaster(t *testing.T, m *MyMember) (bool, int64) {
 		t.Fatalf("%s: %v", m.Name, err)
 	}
 	return en != 0, n
+}
+
+// myKillUnderWrites writes every 5 ms to whichever member accepts, kills
+// the primary old (agent and server, kill -9) once 300 writes were
+// acknowledged, and waits for a new primary to acknowledge one. It returns
+// that primary, the time from the kill to its first write, and how many of
+// old's acknowledged writes there are and how many of them it lacks.
+func myKillUnderWrites(t *testing.T, c *MyCluster, old *MyMember) (newLeader *MyMember, took time.Duration, acked, lost int) {
+	t.Helper()
+	w := StartMyWriter(c.Members, 5*time.Millisecond, 1)
+	defer w.Stop()
+	Eventually(t, 15*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 300 })
+	killedAt := time.Now()
+	old.Crash()
+	Eventually(t, c.Profile.TTL+15*time.Second, "a new primary acknowledges a write", func() bool {
+		for _, a := range w.Snapshot() {
+			if a.At.After(killedAt) && a.Member != old.Name {
+				newLeader = c.Member(a.Member)
+				return true
+			}
+		}
+		return false
+	})
+	took = time.Since(killedAt)
+	w.Stop()
+	for _, a := range w.Snapshot() {
+		if a.Member != old.Name {
+			continue
+		}
+		acked++
+		n, err := newLeader.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = ?", a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			lost++
+		}
+	}
+	return newLeader, took, acked, lost
 }
 
 // waitMyAcknowledger waits until the sync key of leader in mode names one
@@ -94,40 +133,13 @@ func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 		t.Logf("steward list (synchronous_mode on):\n%s", out)
 	}
 
-	w := StartMyWriter(c.Members, 5*time.Millisecond, 1)
-	Eventually(t, 15*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 300 })
-	killedAt := time.Now()
-	old.Crash()
-	var newLeader *MyMember
-	Eventually(t, c.Profile.TTL+15*time.Second, "a new primary acknowledges a write", func() bool {
-		for _, a := range w.Snapshot() {
-			if a.At.After(killedAt) && a.Member != old.Name {
-				newLeader = c.Member(a.Member)
-				return true
-			}
-		}
-		return false
-	})
+	newLeader, took, acked, lost := myKillUnderWrites(t, c, old)
 	t.Logf("MEASURED MariaDB semi-sync failover (ttl %v, loop_wait %v): kill -9 of the primary -> first write acknowledged by the new primary %s: %v",
-		c.Profile.TTL, c.Profile.LoopWait, newLeader.Name, time.Since(killedAt).Round(time.Millisecond))
-	w.Stop()
+		c.Profile.TTL, c.Profile.LoopWait, newLeader.Name, took.Round(time.Millisecond))
 	if newLeader.Name != ack {
 		t.Fatalf("%s was promoted; only the acknowledger %s holds every acknowledged write", newLeader.Name, ack)
 	}
-	acked := w.Snapshot()
-	lost := 0
-	for _, a := range acked {
-		if a.Member == old.Name {
-			n, err := newLeader.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = ?", a.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n != 1 {
-				lost++
-			}
-		}
-	}
-	t.Logf("MEASURED MariaDB semi-sync on: %d writes acknowledged by %s before the kill, %d lost", len(acked), old.Name, lost)
+	t.Logf("MEASURED MariaDB semi-sync on: %d writes acknowledged by %s before the kill, %d lost", acked, old.Name, lost)
 	if lost > 0 {
 		t.Fatalf("%d writes acknowledged by the old primary are missing on %s", lost, newLeader.Name)
 	}
@@ -206,37 +218,9 @@ func TestMySQLSemiSyncQuorum(t *testing.T) {
 		return true
 	})
 	t.Logf("sync key: %+v", key)
-	w := StartMyWriter(c.Members, 5*time.Millisecond, 1)
-	Eventually(t, 15*time.Second, "writes acknowledged", func() bool { return len(w.Snapshot()) > 300 })
-	killedAt := time.Now()
-	old.Crash()
-	var newLeader *MyMember
-	Eventually(t, c.Profile.TTL+15*time.Second, "a new primary acknowledges a write", func() bool {
-		for _, a := range w.Snapshot() {
-			if a.At.After(killedAt) && a.Member != old.Name {
-				newLeader = c.Member(a.Member)
-				return true
-			}
-		}
-		return false
-	})
-	w.Stop()
-	lost, acked := 0, 0
-	for _, a := range w.Snapshot() {
-		if a.Member != old.Name {
-			continue
-		}
-		acked++
-		n, err := newLeader.QueryInt("SELECT COUNT(*) FROM app.steward_test WHERE id = ?", a.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != 1 {
-			lost++
-		}
-	}
+	newLeader, took, acked, lost := myKillUnderWrites(t, c, old)
 	t.Logf("MEASURED MariaDB semi-sync quorum: kill -9 of the primary -> %s promoted after %v; %d writes acknowledged before, %d lost",
-		newLeader.Name, time.Since(killedAt).Round(time.Millisecond), acked, lost)
+		newLeader.Name, took.Round(time.Millisecond), acked, lost)
 	if lost > 0 {
 		t.Fatalf("%d acknowledged writes missing on the new primary %s", lost, newLeader.Name)
 	}

@@ -25,7 +25,7 @@ import (
 // myBootstrap starts a 3-member MariaDB cluster (m1 first, so that it
 // bootstraps; the others clone from it), waits until it is healthy and
 // creates the test table.
-func myBootstrap(t *testing.T, p Profile, setup func(c *MyCluster)) (*MyCluster, *MyMember) {
+func myBootstrap(t testing.TB, p Profile, setup func(c *MyCluster)) (*MyCluster, *MyMember) {
 	t.Helper()
 	c := NewMyCluster(t, 3, p)
 	if setup != nil {

@@ -145,6 +145,26 @@ func queryRows(ctx context.Context, q querier, query string, args ...any) ([]map
 	return out, rows.Err()
 }
 
+// globalStatus reads server status variables (upper-case names, as
+// information_schema.GLOBAL_STATUS spells them) without SHOW, which some
+// statements' locks can block: name → value, absent when unknown.
+func globalStatus(ctx context.Context, q querier, names ...string) (map[string]string, error) {
+	args := make([]any, len(names))
+	marks := make([]string, len(names))
+	for i, n := range names {
+		args[i], marks[i] = n, "?"
+	}
+	rows, err := queryRows(ctx, q, "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ("+strings.Join(marks, ", ")+")", args...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		out[r["name"]] = r["value"]
+	}
+	return out, nil
+}
+
 // queryRow is queryRows for at most one row; found=false when none.
 func queryRow(ctx context.Context, q querier, query string, args ...any) (map[string]string, bool, error) {
 	rows, err := queryRows(ctx, q, query, args...)

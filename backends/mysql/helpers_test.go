@@ -18,6 +18,8 @@ import (
 var (
 	_ agent.Backend    = (*mysql.Backend)(nil)
 	_ agent.PeerFencer = (*mysql.Backend)(nil)
+	// Semi-synchronous replication (semisync_test.go).
+	_ agent.AckReplicator = (*mysql.Backend)(nil)
 )
 
 // member is one test server and its backend.

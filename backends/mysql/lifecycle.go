@@ -805,7 +805,7 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 					// too: that is the standbys' business, not ill health.)
 					why = b.replayBeatProblem(ctx, c, timeout)
 				}
-				b.replayBeat(member, guard)
+				b.replayBeat(ins, member)
 				if why != "" {
 					return errors.New(why)
 				}
@@ -836,7 +836,7 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 }
 
 // replayBeat commits the replicated heartbeat row of a semi-synchronous
-// primary (member + "/replay") in the background, one at a time: its commit
+// primary (Heartbeat's statement ins, for member + "/replay") in the background, one at a time: its commit
 // waits for an acknowledgement, for as long as strict mode waits for a
 // standby, and the health check must not. Replicas read the newest row of
 // steward.heartbeat as their replay time.
@@ -847,7 +847,7 @@ func (b *Backend) Heartbeat(ctx context.Context, member string) error {
 // deadline in any state but waiting for an acknowledgement (a binary log
 // on a full disk: MariaDB retries the write once a minute while every
 // commit waits; found by make chaos SYNC=quorum SEED=20261214 step 4-5).
-func (b *Backend) replayBeat(member, guard string) {
+func (b *Backend) replayBeat(ins, member string) {
 	if !b.replayBeatBusy.CompareAndSwap(false, true) {
 		return
 	}
@@ -870,8 +870,6 @@ func (b *Backend) replayBeat(member, guard string) {
 			b.mu.Lock()
 			b.replayPending = replayPending{id: id, since: time.Now()}
 			b.mu.Unlock()
-			ins := "INSERT INTO steward.heartbeat (member, ts, n) SELECT ?, UTC_TIMESTAMP(6), 1 FROM DUAL WHERE " + guard +
-				" ON DUPLICATE KEY UPDATE ts = UTC_TIMESTAMP(6), n = n + 1"
 			_, err = c.ExecContext(ctx, ins, member+"/replay")
 			return err
 		}()

@@ -102,18 +102,11 @@ func readServerState(ctx context.Context, q querier) (serverState, error) {
 		// acknowledger came back, and piled up sessions). The position of
 		// the last commit written to the binary log is a status variable
 		// that never waits.
-		rows, err := queryRows(ctx, q, "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('BINLOG_SNAPSHOT_FILE', 'BINLOG_SNAPSHOT_POSITION')")
+		st, err := globalStatus(ctx, q, "BINLOG_SNAPSHOT_FILE", "BINLOG_SNAPSHOT_POSITION")
 		if err != nil {
 			return s, fmt.Errorf("reading the binary log position: %w", err)
 		}
-		for _, r := range rows {
-			switch r["name"] {
-			case "BINLOG_SNAPSHOT_FILE":
-				s.binlogFile = r["value"]
-			case "BINLOG_SNAPSHOT_POSITION":
-				s.binlogOff = atoi(r["value"])
-			}
-		}
+		s.binlogFile, s.binlogOff = st["BINLOG_SNAPSHOT_FILE"], atoi(st["BINLOG_SNAPSHOT_POSITION"])
 	}
 	if s.logBin && (s.binlogFile == "" || s.binlogOff == 0) {
 		bs, found, err := queryRow(ctx, q, f.BinlogStatusSQL())

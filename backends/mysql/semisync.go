@@ -227,22 +227,14 @@ func readSemiSync(ctx context.Context, q querier) (*backends.SemiSync, error) {
 	if err := q.QueryRowContext(ctx, "SELECT @@global.rpl_semi_sync_master_enabled, @@global.rpl_semi_sync_slave_enabled").Scan(&master, &slave); err != nil {
 		return nil, err
 	}
-	rows, err := queryRows(ctx, q, "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN "+
-		"('RPL_SEMI_SYNC_MASTER_CLIENTS', 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS', 'RPL_SEMI_SYNC_SLAVE_STATUS')")
+	st, err := globalStatus(ctx, q, "RPL_SEMI_SYNC_MASTER_CLIENTS", "RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS", "RPL_SEMI_SYNC_SLAVE_STATUS")
 	if err != nil {
 		return nil, err
 	}
-	s := &backends.SemiSync{MasterEnabled: master != 0, SlaveEnabled: slave != 0}
-	for _, r := range rows {
-		switch r["name"] {
-		case "RPL_SEMI_SYNC_MASTER_CLIENTS":
-			s.Clients = int(atoi(r["value"]))
-		case "RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS":
-			s.WaitSessions = int(atoi(r["value"]))
-		case "RPL_SEMI_SYNC_SLAVE_STATUS":
-			s.SlaveActive = truthy(r["value"])
-		}
-	}
+	s := &backends.SemiSync{MasterEnabled: master != 0, SlaveEnabled: slave != 0,
+		Clients:      int(atoi(st["RPL_SEMI_SYNC_MASTER_CLIENTS"])),
+		WaitSessions: int(atoi(st["RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS"])),
+		SlaveActive:  truthy(st["RPL_SEMI_SYNC_SLAVE_STATUS"])}
 	return s, nil
 }
 

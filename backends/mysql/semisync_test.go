@@ -6,13 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stewardha/steward/agent"
 	"github.com/stewardha/steward/backends"
 	"github.com/stewardha/steward/backends/mysql"
 	"github.com/stewardha/steward/backends/mysql/mytest"
 )
-
-var _ agent.AckReplicator = (*mysql.Backend)(nil)
 
 // insertWithin commits one row on m and reports whether the commit was
 // acknowledged within d.

@@ -46,7 +46,7 @@ test: deps
 		| grep --line-buffered -E '^(ok|FAIL|panic:|--- FAIL|=== NAME)|MEASURED|^\s+--- FAIL|\.go:[0-9]+: ' \
 		| grep --line-buffered -vE '^\s+--- (PASS|SKIP)' ; \
 	status=$${PIPESTATUS[0]}; \
-	if [ $$status -ne 0 ]; then echo "FAILED: see $(OUT)/test.log"; exit $$status; fi; \
+	if [ $$status -ne 0 ]; then awk -f scripts/test-failures.awk $(OUT)/test.log; echo "FAILED: see $(OUT)/test.log"; exit $$status; fi; \
 	echo "== all tests passed"
 	@echo "== bench-quick (log: $(OUT)/bench-quick.log)"; $(BENCH_QUICK)
 

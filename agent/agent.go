@@ -753,11 +753,13 @@ func (a *Agent) checkHealth(ctx context.Context, cl *dcs.Cluster, dbs backends.S
 	leading := a.lead.Valid(now)
 	a.mu.Unlock()
 	var hbErr error
+	committed := false
 	switch {
 	case leading && dbs.State == backends.StateRunning && dbs.Writable:
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		hbErr = a.db.Heartbeat(hctx, a.name)
 		cancel()
+		committed = hbErr == nil
 	case leading && dbs.State == backends.StateUnresponsive:
 		hbErr = errors.New(dbs.Reason)
 	}
@@ -781,7 +783,7 @@ func (a *Agent) checkHealth(ctx context.Context, cl *dcs.Cluster, dbs backends.S
 	if !leading {
 		a.mem.UnhealthySince, a.mem.UnhealthyReason = time.Time{}, ""
 		a.mem.StartingSince = time.Time{}
-	} else if dbs.State == backends.StateRunning {
+	} else if committed {
 		a.mem.StartingSince = time.Time{}
 	}
 	if dbs.State == backends.StateRunning && dbs.InRecovery && !dbs.Streaming {

@@ -105,7 +105,10 @@ type Memory struct {
 	// UnhealthyReason is the last heartbeat error.
 	UnhealthyReason string
 	// StartingSince: when we began (re)starting the primary while holding
-	// the key (zero: not restarting).
+	// the key (zero: not restarting). Cleared only once the primary has
+	// committed its heartbeat again: a primary that crashes soon after each
+	// restart (a full disk that PANICs at its first WAL write) has not
+	// started, however often it was seen running for a moment.
 	StartingSince time.Time
 	// NotStreamingSince: when the replica was last seen not streaming.
 	NotStreamingSince time.Time
@@ -333,6 +336,8 @@ func decide(o *Observation) Decision {
 				if c, ok := bestPeer(o); ok {
 					return Decision{Action: ActRelease, Reason: fmt.Sprintf("primary did not start within primary_start_timeout (%v); %s can take over", o.Config.PrimaryStartTimeout.D(), c)}
 				}
+				return Decision{Action: ActStartPrimary, Reason: fmt.Sprintf("this member holds the leader key and its database is %s, not healthy for %v (primary_start_timeout %v), but no replica is eligible to take over (steward list says why): restarting it in place",
+					db.State, now.Sub(o.Mem.StartingSince).Round(100*time.Millisecond), o.Config.PrimaryStartTimeout.D())}
 			}
 			return Decision{Action: ActStartPrimary, Reason: fmt.Sprintf("this member holds the leader key and its database is %s: restarting it in place", db.State)}
 		}

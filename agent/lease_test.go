@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -162,6 +164,7 @@ type fakeDB struct {
 	hang     chan struct{} // non-nil: Observe blocks until closed
 	advance  bool          // the position moves on every Observe (a busy primary)
 	lsn      uint64
+	hbErr    error // what Heartbeat returns
 }
 
 func (d *fakeDB) Kind() string { return "fake" }
@@ -195,7 +198,11 @@ func (d *fakeDB) Follow(context.Context, *backends.Upstream) error { return nil 
 func (d *fakeDB) Rewind(context.Context, backends.Upstream) error  { return nil }
 func (d *fakeDB) Wipe(context.Context) error                       { return nil }
 func (d *fakeDB) EnsureSlots(context.Context, []string) error      { return nil }
-func (d *fakeDB) Heartbeat(context.Context, string) error          { return nil }
+func (d *fakeDB) Heartbeat(context.Context, string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.hbErr
+}
 func (d *fakeDB) Lag(l, p backends.Position) int64                 { return lsnLag(l, p) }
 func (d *fakeDB) Compare(a, b backends.Position) int               { return lsnCmp(a, b) }
 func (d *fakeDB) Divergence(context.Context, backends.Upstream) (backends.Divergence, error) {
@@ -454,5 +461,59 @@ func TestMemberKeyWritesWhenLagCrossesTheFailoverLimit(t *testing.T) {
 	}
 	if n, lag := step(1000+16<<20, 1000+16<<20); n != 1 || lag != 0 {
 		t.Fatalf("caught up again: %d writes, published lag %d; want 1 write at once with lag 0", n, lag)
+	}
+}
+
+// A leader whose database crashes soon after every restart in place (a full
+// disk: PostgreSQL PANICs at its first WAL write) has not started, even when
+// a loop catches it running between two crashes: after primary_start_timeout
+// it hands the key to an eligible replica. Only a committed heartbeat ends
+// the restart period.
+func TestCrashLoopingPrimaryIsReleased(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		hbErr     error
+		want      Action
+		wantTimer bool
+	}{
+		{"running between crashes, heartbeat failing", errors.New("heartbeat: the primary cannot commit: No space left on device"), ActRelease, true},
+		{"running between crashes, heartbeat committed", nil, ActStartPrimary, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := &fakeDB{writable: true, hbErr: tc.hbErr}
+			a := leaderAgent(newFakeStore("a", 10), db)
+			now := t0
+			a.lead = LeadState{Held: true, Term: 10, Deadline: now.Add(time.Hour)}
+			a.mem.StartingSince = now // the first restart in place (act.go)
+			crashed := backends.Status{State: backends.StateCrashed, SystemID: "7000"}
+			running := backends.Status{State: backends.StateRunning, Writable: true, Timeline: 2, Position: pos(1000), SystemID: "7000"}
+			for i := 1; i <= 12; i++ { // 6 s of loops: running, crashed, running, ...
+				now = now.Add(500 * time.Millisecond)
+				st := crashed
+				if i%2 == 1 {
+					st = running
+				}
+				a.checkHealth(context.Background(), nil, st, now, time.Second)
+			}
+			if got := !a.mem.StartingSince.IsZero(); got != tc.wantTimer {
+				t.Fatalf("restart period still counted = %v, want %v (StartingSince %v)", got, tc.wantTimer, a.mem.StartingSince)
+			}
+			o := obs()
+			asLeader(o)
+			o.Now = now
+			o.Lead.Deadline = now.Add(time.Hour)
+			o.Config.PrimaryStartTimeout = config.Duration(5 * time.Second)
+			o.DB = crashed
+			o.Mem = a.mem
+			o.Peers = map[string]PeerResult{"b": peer("b", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1000)})}
+			if d := decide(o); d.Action != tc.want {
+				t.Fatalf("decision %s (%s), want %s", d.Action, d.Reason, tc.want)
+			}
+			// With no eligible replica the leader keeps restarting, and says why.
+			o.Peers = map[string]PeerResult{"b": peer("b", PeerStatus{Role: "replica", Timeline: 2, Position: pos(1000), Replayed: pos(1), NoFailover: true})}
+			if d := decide(o); d.Action != ActStartPrimary || (tc.wantTimer && !strings.Contains(d.Reason, "no replica is eligible")) {
+				t.Fatalf("without an eligible replica: decision %s (%s), want %s saying no replica is eligible", d.Action, d.Reason, ActStartPrimary)
+			}
+		})
 	}
 }

@@ -48,6 +48,15 @@ func TestDiskFullFailover(t *testing.T) {
 	p := Fast
 	p.PrimaryUnhealthyTimeout = 5 * time.Second
 	p.PrimaryStartTimeout = 5 * time.Second
+	// The filler writes WAL at full speed until the disk is full and
+	// PostgreSQL PANICs at its next WAL segment. Under a loaded make test
+	// (stress run 4, 2026-12-07) the replicas had received up to 1.7 and
+	// 4.9 MB short of the segment the leader died at (0/8E64000, 0/8B44000
+	// vs 0/9000000): with 1MB most likely neither was eligible, and the
+	// leader kept restarting in place, as it should. This test is about
+	// noticing the full disk; the lag rule has its own tests
+	// (TestNoEligibleReplicaNoPromotion, TestCrashLoopingPrimaryIsReleased).
+	p.MaxLag = "64MB"
 	c, old := bootstrap(t, p, func(c *Cluster) {
 		m1 := c.Members[0]
 		mnt := filepath.Join(c.dir, "tmpfs-m1")
@@ -82,6 +91,12 @@ func TestDiskFullFailover(t *testing.T) {
 	if fullAt.IsZero() {
 		t.Fatal("could not fill the tmpfs")
 	}
+	defer func() {
+		if t.Failed() {
+			out, _ := c.Members[1].Steward("list")
+			t.Logf("steward list at the failure (why no replica took over):\n%s", out)
+		}
+	}()
 	sawReason := ""
 	var newLeader *Member
 	within := p.PrimaryUnhealthyTimeout + p.TTL + 5*time.Second

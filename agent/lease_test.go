@@ -203,8 +203,8 @@ func (d *fakeDB) Heartbeat(context.Context, string) error {
 	defer d.mu.Unlock()
 	return d.hbErr
 }
-func (d *fakeDB) Lag(l, p backends.Position) int64                 { return lsnLag(l, p) }
-func (d *fakeDB) Compare(a, b backends.Position) int               { return lsnCmp(a, b) }
+func (d *fakeDB) Lag(l, p backends.Position) int64   { return lsnLag(l, p) }
+func (d *fakeDB) Compare(a, b backends.Position) int { return lsnCmp(a, b) }
 func (d *fakeDB) Divergence(context.Context, backends.Upstream) (backends.Divergence, error) {
 	return backends.Divergence{}, nil
 }

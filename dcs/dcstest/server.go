@@ -9,6 +9,7 @@
 package dcstest
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/url"
@@ -196,7 +197,52 @@ func (b *Binary) Stop() {
 }
 
 // Freeze stops (SIGSTOP) the process; Thaw continues it.
-func (b *Binary) Freeze() error { return b.signal(syscall.SIGSTOP) }
+//
+// It returns once every thread of etcd is stopped: SIGSTOP is delivered
+// asynchronously, and a thread still running on the other core could answer
+// one more request (a keep-alive succeeded "with etcd frozen" once under a
+// loaded make test).
+func (b *Binary) Freeze() error {
+	if err := b.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		running, err := runningThreads(b.cmd.Process.Pid)
+		if err != nil || running == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("etcd (pid %d) still has %d running thread(s) 5s after SIGSTOP", b.cmd.Process.Pid, running)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// runningThreads counts the threads of pid that are not stopped (state T
+// or t in /proc/<pid>/task/<tid>/stat).
+func runningThreads(pid int) (int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, tk := range tasks {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tk.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(st, ')')
+		if i < 0 || i+2 >= len(st) {
+			return 0, fmt.Errorf("unexpected /proc stat line %q", st)
+		}
+		if state := st[i+2]; state != 'T' && state != 't' {
+			n++
+		}
+	}
+	return n, nil
+}
 
 // Thaw continues a frozen process.
 func (b *Binary) Thaw() error { return b.signal(syscall.SIGCONT) }

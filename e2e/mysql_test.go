@@ -44,6 +44,17 @@ func myBootstrap(t testing.TB, p Profile, setup func(c *MyCluster)) (*MyCluster,
 		"CREATE TABLE IF NOT EXISTS app.steward_test (id BIGINT PRIMARY KEY, member VARCHAR(64)) ENGINE=InnoDB"); err != nil {
 		t.Fatal(err)
 	}
+	// Tests write to replicas behind the applier's back (conflicts, errant
+	// transactions): the table must have replicated first.
+	for _, m := range c.Members {
+		if m == leader {
+			continue
+		}
+		Eventually(t, 30*time.Second, m.Name+" has applied app.steward_test", func() bool {
+			n, err := m.QueryInt("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'steward_test'")
+			return err == nil && n == 1
+		})
+	}
 	return c, leader
 }
 

@@ -113,7 +113,16 @@ func waitMyAcknowledger(t *testing.T, c *MyCluster, leader, mode string, within 
 // acknowledges nothing until one is back; off turns everything back.
 func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	t.Parallel()
-	c, old := myBootstrap(t, Fast, nil)
+	// The replica outside the sync set can have received the primary's
+	// last transaction while the acknowledger had not (never acknowledged
+	// to its client): after the failover its history has diverged from the
+	// new leader's (seen once in 13 full-suite runs; docs/mysql.md). It
+	// must be re-cloned before it can acknowledge for the new leader.
+	c, old := myBootstrap(t, Fast, func(c *MyCluster) {
+		for _, m := range c.Members {
+			m.MySQLExtra = "  reclone_on_divergence: true\n"
+		}
+	})
 	c.SetDynamic("synchronous_mode", "on")
 	ack := waitMyAcknowledger(t, c, old.Name, "on", 30*time.Second)
 	other := ""
@@ -163,8 +172,12 @@ func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}
 
-	// The new leader makes the remaining replica its acknowledger.
-	ack2 := waitMyAcknowledger(t, c, newLeader.Name, "on", 30*time.Second)
+	// The new leader makes the remaining replica its acknowledger (after
+	// re-cloning it if it was ahead, above).
+	ack2 := waitMyAcknowledger(t, c, newLeader.Name, "on", 60*time.Second)
+	if n := len(grepLines(c.Member(other).Log(), "re-clon")); n > 0 {
+		t.Logf("%s held a transaction the acknowledger never received and was re-cloned (%d log lines)", other, n)
+	}
 	if ack2 != other {
 		t.Fatalf("the new leader's acknowledger is %s, want %s (the only replica left)", ack2, other)
 	}

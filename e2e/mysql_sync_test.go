@@ -116,7 +116,7 @@ func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	// The replica outside the sync set can have received the primary's
 	// last transaction while the acknowledger had not (never acknowledged
 	// to its client): after the failover its history has diverged from the
-	// new leader's (seen once in 13 full-suite runs; docs/mysql.md). It
+	// new leader's (seen once in 14 full-suite runs; docs/mysql.md). It
 	// must be re-cloned before it can acknowledge for the new leader.
 	c, old := myBootstrap(t, Fast, func(c *MyCluster) {
 		for _, m := range c.Members {

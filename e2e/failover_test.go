@@ -80,7 +80,7 @@ func TestBootstrapThreeMembers(t *testing.T) {
 	// The leader sees both replicas streaming on their slots. A walsender
 	// reports "catchup" until the standby has caught up once, which can
 	// trail the standby's own "streaming" that bootstrap waited for.
-	Eventually(t, 10*time.Second, "pg_stat_replication on the leader: both replicas streaming, each on its active slot", func() bool {
+	EventuallySettles(t, 10*time.Second, "pg_stat_replication on the leader: both replicas streaming, each on its active slot", func() []string {
 		var problems []string
 		for _, m := range c.Members {
 			if m == leader {
@@ -93,10 +93,7 @@ func TestBootstrapThreeMembers(t *testing.T) {
 				problems = append(problems, fmt.Sprintf("%s does not use its replication slot on the leader (%d, %v)", m.Name, n, err))
 			}
 		}
-		if len(problems) > 0 {
-			t.Logf("replication not settled yet: %s", strings.Join(problems, "; "))
-		}
-		return len(problems) == 0
+		return problems
 	})
 	if writable != 1 {
 		t.Fatalf("%d writable members, want exactly 1", writable)
@@ -110,9 +107,8 @@ func TestBootstrapThreeMembers(t *testing.T) {
 	// every loop, so a reading can catch one replica a heartbeat behind:
 	// retry for a few loops, as an operator would look twice, and report
 	// the last listing if it never settles.
-	var problems []string
-	Eventually(t, 10*time.Second, "steward list shows the leader and two streaming replicas at lag 0 on timeline 1", func() bool {
-		problems = problems[:0]
+	EventuallySettles(t, 10*time.Second, "steward list shows the leader and two streaming replicas at lag 0 on timeline 1", func() []string {
+		var problems []string
 		ms := listMembers(t, leader)
 		for _, m := range c.Members {
 			lm := ms[m.Name]
@@ -127,10 +123,7 @@ func TestBootstrapThreeMembers(t *testing.T) {
 				problems = append(problems, fmt.Sprintf("%s in list: %v", m.Name, lm))
 			}
 		}
-		if len(problems) > 0 {
-			t.Logf("steward list not settled yet: %s", strings.Join(problems, "; "))
-		}
-		return len(problems) == 0
+		return problems
 	})
 	out, code := leader.Steward("list")
 	if code != 0 || !strings.Contains(out, "MEMBER") || !strings.Contains(out, "streaming") || !strings.Contains(out, "Leader: "+leader.Name) {

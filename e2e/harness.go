@@ -527,6 +527,22 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
+// EventuallySettles is Eventually for a check that lists what is still
+// wrong (nothing: settled). Each new list is logged, so a timeout shows the
+// last state that kept the check from passing.
+func EventuallySettles(t testing.TB, within time.Duration, what string, check func() []string) time.Duration {
+	t.Helper()
+	last := ""
+	return Eventually(t, within, what, func() bool {
+		problems := check()
+		if now := strings.Join(problems, "; "); now != last && now != "" {
+			t.Logf("not settled yet (%s): %s", what, now)
+			last = now
+		}
+		return len(problems) == 0
+	})
+}
+
 // WaitHealthy waits until one member is a writable leader and every other
 // running member streams from it. It returns the leader.
 func (c *Cluster) WaitHealthy(within time.Duration) *Member {

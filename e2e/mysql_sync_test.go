@@ -135,15 +135,11 @@ func TestMySQLSemiSyncFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	// notices the master side was enabled (up to ~300 ms after, measured by
 	// hand; the replica may connect first: "Semi-sync will be activated when
 	// master enables it"), so the count is polled.
-	var en bool
-	var clients int64
-	Eventually(t, 5*time.Second, "the primary waits for one acknowledger (rpl_semi_sync_master_enabled, Rpl_semi_sync_master_clients 1)", func() bool {
-		en, clients = mySemiSyncMaster(t, old)
-		if !en || clients != 1 {
-			t.Logf("primary: rpl_semi_sync_master_enabled %v, Rpl_semi_sync_master_clients %d", en, clients)
-			return false
+	EventuallySettles(t, 5*time.Second, "the primary waits for one acknowledger (rpl_semi_sync_master_enabled, Rpl_semi_sync_master_clients 1)", func() []string {
+		if en, clients := mySemiSyncMaster(t, old); !en || clients != 1 {
+			return []string{fmt.Sprintf("primary: rpl_semi_sync_master_enabled %v, Rpl_semi_sync_master_clients %d", en, clients)}
 		}
-		return true
+		return nil
 	})
 	Eventually(t, 10*time.Second, other+" is not a failover candidate (not in the sync set)", func() bool {
 		mm, ok := c.LoadCluster().Members[other]
